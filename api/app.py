@@ -1,0 +1,120 @@
+"""The aiohttp application factory. `create_app(settings)` is what `taskstream api` and the
+tests run; resources open and close in `cleanup_ctx`, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from api.auth import TokenStore, new_token, token_from_header
+from api.health import health
+from api.heartbeats import HeartbeatMonitor
+from api.keys import (
+    DB,
+    EXTERNAL_REGISTRY,
+    HEARTBEATS,
+    PRINCIPAL,
+    REGISTRY_STORE,
+    SERDE,
+    SETTINGS,
+    SYNC_DB,
+    TOKENS,
+)
+from api.schema_registry import create_registry_app
+from state.db import AsyncDatabase, Database
+from state.migrations import migrate
+from state.registry_store import RegistryStore
+from streams.registry import HttpSchemaRegistry
+from streams.runtime import connect_serde
+from streams.schemas import load_catalog
+from streams.serde import AvroSerde
+from taskstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"detail": detail}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Every error leaves as JSON `{"detail": ...}`, including aiohttp's own (404, 405, 413)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            detail = f"request body exceeds the {request.app[SETTINGS].max_request_bytes} byte limit"
+        else:
+            detail = exc.reason
+        return _problem(exc.status, detail, {k: v for k, v in exc.headers.items() if k.lower() != "content-type"})
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler):
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    token = token_from_header(request.headers.get("Authorization"))
+    principal = await request.app[TOKENS].authenticate(token) if token else None
+    if principal is None:
+        return _problem(401, "missing or invalid token; send Authorization: Bearer <token>",
+                        {"WWW-Authenticate": 'Bearer realm="taskstream"'})
+    request[PRINCIPAL] = principal
+    return await handler(request)
+
+
+async def _databases(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    url = settings.require_database_url()
+    app[SYNC_DB] = await asyncio.to_thread(Database(url, max_size=2).open)
+    await asyncio.to_thread(migrate, app[SYNC_DB])
+    app[DB] = await AsyncDatabase(url).open()
+    app[TOKENS] = TokenStore(app[DB])
+    if settings.admin_token is not None:
+        await app[TOKENS].ensure(settings.admin_token.get_secret_value(), "admin", label="TASKSTREAM_ADMIN_TOKEN")
+    yield
+    await app[DB].close()
+    await asyncio.to_thread(app[SYNC_DB].close)
+
+
+async def _schemas(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.builtin_registry:
+        app[REGISTRY_STORE] = RegistryStore(app[SYNC_DB])
+        app[SERDE] = AvroSerde(app[REGISTRY_STORE], load_catalog())
+        await asyncio.to_thread(app[SERDE].register_all)
+    else:
+        app[EXTERNAL_REGISTRY] = HttpSchemaRegistry(settings.registry_url(), settings.registry_auth())
+        app[SERDE] = await asyncio.to_thread(connect_serde, settings.registry_url(), settings.registry_auth())
+    yield
+
+
+async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    monitor = HeartbeatMonitor(settings.require_bootstrap(), app[SERDE], max_age_s=3 * settings.heartbeat_interval_s)
+    app[HEARTBEATS] = monitor.start()
+    yield
+    await asyncio.to_thread(monitor.stop)
+
+
+def create_app(settings: Settings) -> web.Application:
+    if settings.admin_token is None:
+        token = new_token()
+        settings = settings.model_copy(update={"admin_token": SecretStr(token)})
+        logger.warning("TASKSTREAM_ADMIN_TOKEN is unset; generated admin token: %s", token)
+    app = web.Application(middlewares=[json_errors, authenticate], client_max_size=settings.max_request_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_databases, _schemas, _heartbeats])
+    app.router.add_get("/health", health)
+    if settings.builtin_registry:
+        app.add_subapp("/schema-registry", create_registry_app())
+    return app

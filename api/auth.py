@@ -1,0 +1,88 @@
+"""Bearer-token authentication with roles and tenants.
+
+Tokens are 256-bit random strings stored as SHA-256 digests (`api_tokens`). Clients send
+`Authorization: Bearer <token>`; schema-registry clients, which only speak basic auth, send
+the token as the password (`basic.auth.user.info = "any-name:<token>"`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from state.db import AsyncDatabase
+
+_CACHE_TTL_S = 30.0  # a revoked token keeps working at most this long
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str  # "admin" or "user"
+    tenant: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_from_header(header: str | None) -> str | None:
+    """The token in an Authorization header (Bearer, or Basic with the token as password)."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip() or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
+
+
+class TokenStore:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._db = db
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def ensure(self, token: str, role: str, tenant: str | None = None, label: str | None = None) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO api_tokens (token_hash, role, tenant, label) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (token_hash) DO NOTHING",
+                (hash_token(token), role, tenant, label),
+            )
+
+    async def authenticate(self, token: str) -> Principal | None:
+        digest = hash_token(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached and now - cached[0] < _CACHE_TTL_S:
+            return cached[1]
+        async with self._db.transaction() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT token_hash, role, tenant FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
+                    (digest,),
+                )
+            ).fetchone()
+        principal = Principal(row[1], row[2]) if row and hmac.compare_digest(row[0], digest) else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now, principal)
+        return principal

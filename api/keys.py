@@ -1,0 +1,25 @@
+"""Typed application keys: the API's shared resources, opened and closed in cleanup_ctx."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.auth import Principal, TokenStore
+from api.heartbeats import HeartbeatMonitor
+from state.db import AsyncDatabase, Database
+from state.registry_store import RegistryStore
+from streams.registry import HttpSchemaRegistry
+from streams.serde import AvroSerde
+from taskstream.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", AsyncDatabase)
+SYNC_DB = web.AppKey("sync_db", Database)
+TOKENS = web.AppKey("tokens", TokenStore)
+REGISTRY_STORE = web.AppKey("registry_store", RegistryStore)
+EXTERNAL_REGISTRY = web.AppKey("external_registry", HttpSchemaRegistry)
+SERDE = web.AppKey("serde", AvroSerde)
+HEARTBEATS = web.AppKey("heartbeats", HeartbeatMonitor)
+PRINCIPAL = "taskstream.principal"  # request-scoped: the authenticated caller
+
+__all__ = ["Principal"]

@@ -1,0 +1,1 @@
+"""GPU workers: inference and training consumer groups."""

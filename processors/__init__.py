@@ -1,0 +1,1 @@
+"""Stream processors: task state machine, workflow orchestrator, projector, stream tables, webhooks."""

@@ -1,0 +1,1 @@
+"""Avro contracts (`avro/*.avsc`, the source of truth) and their released snapshots."""

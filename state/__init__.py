@@ -1,0 +1,1 @@
+"""Postgres: pools, transactions, forward-only migrations, consumed offsets, registry storage."""

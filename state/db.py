@@ -1,0 +1,86 @@
+"""A thin datastore adapter over psycopg pools.
+
+Connections are pool-owned; `transaction()` yields a connection inside one transaction;
+driver errors surface as our own `DatabaseError` (or `IntegrityError`). SQL is composed
+with `psycopg.sql`, never by string formatting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+
+class DatabaseError(Exception):
+    """Postgres refused or could not run a statement."""
+
+
+class IntegrityError(DatabaseError):
+    """A constraint (unique, foreign key, check) was violated."""
+
+
+def _translate(exc: psycopg.Error) -> DatabaseError:
+    if isinstance(exc, psycopg.IntegrityError):
+        return IntegrityError(str(exc))
+    return DatabaseError(str(exc))
+
+
+class Database:
+    """Synchronous pool, for consumer threads, migrations and the CLI."""
+
+    def __init__(self, url: str, min_size: int = 1, max_size: int = 4) -> None:
+        self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False)
+
+    def open(self, timeout: float = 30.0) -> Database:
+        self._pool.open(wait=True, timeout=timeout)
+        return self
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> Database:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+
+class AsyncDatabase:
+    """asyncio pool, for the API."""
+
+    def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
+        self._pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False)
+
+    async def open(self, timeout: float = 30.0) -> AsyncDatabase:
+        await self._pool.open(wait=True, timeout=timeout)
+        return self
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with self.transaction() as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except (DatabaseError, OSError, TimeoutError):
+            return False

@@ -1,0 +1,1 @@
+"""Forward-only SQL migrations, `NNNN_name.sql`, applied by `state.migrations`."""

@@ -1,0 +1,1 @@
+"""Kafka plumbing: topics, Avro contracts and serde, schema registry clients, consumer loops."""

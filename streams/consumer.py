@@ -1,0 +1,143 @@
+"""A consumer-group member that decodes Avro records, hands them to a handler and
+dead-letters what it cannot use.
+
+Delivery is at-least-once: an offset is stored only after its message was handled (or
+safely written to the dead-letter topic), so a crash replays unfinished messages and
+handlers must be idempotent. A message that cannot be decoded, or that the handler
+rejects with `PoisonMessage`, goes to `<topic>.dlq` with its original key, bytes and the
+reason in headers; the consumer keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from streams.producer import RecordProducer
+from streams.records import Record
+from streams.serde import AvroSerde, SerializationError
+from streams.topics import DLQ_SUFFIX, TopicSpec
+
+logger = logging.getLogger(__name__)
+
+
+class PoisonMessage(Exception):
+    """A handler's verdict that a record can never be processed (it goes to the DLQ)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    record: Record
+
+
+Handler = Callable[[Delivery], None]
+
+
+class RecordConsumer:
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[TopicSpec],
+        serde: AvroSerde,
+        handler: Handler,
+        dead_letters: RecordProducer,
+        session_timeout_ms: int = 6000,
+    ) -> None:
+        self.group_id = group_id
+        self._topics = list(topics)
+        self._serde = serde
+        self._handler = handler
+        self._dlq = dead_letters
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group_id,
+                "auto.offset.reset": "earliest",
+                "enable.auto.offset.store": False,  # store only what was handled
+                "enable.auto.commit": True,
+                "auto.commit.interval.ms": 1000,
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": max(500, session_timeout_ms // 6),
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+        self._assigned: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+        self.joined = threading.Event()
+        self.handled = 0
+        self.dead_lettered = 0
+
+    @property
+    def assignment(self) -> list[str]:
+        with self._lock:
+            return sorted(f"{t}:{p}" for t, p in self._assigned)
+
+    def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
+        """Consume until `stop` is set; then commit what was handled and leave the group."""
+        self._consumer.subscribe(
+            [t.name for t in self._topics], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        try:
+            while not stop.is_set():
+                for msg in self._consumer.consume(num_messages=500, timeout=poll_timeout):
+                    self._one(msg)
+        finally:
+            try:
+                self._consumer.commit(asynchronous=False)
+            except Exception as exc:  # nothing stored since the last auto-commit is fine too
+                logger.debug("final commit: %s", exc)
+            self._consumer.close()
+
+    def _one(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                logger.warning("%s: consumer error: %s", self.group_id, err)
+            return
+        key = msg.key().decode(errors="replace") if msg.key() is not None else None
+        try:
+            record = self._serde.deserialize(msg.value())
+            self._handler(Delivery(msg.topic(), msg.partition(), msg.offset(), key, record))
+            self.handled += 1
+        except (SerializationError, PoisonMessage) as exc:
+            self._dead_letter(msg, exc)
+        self._consumer.store_offsets(message=msg)
+
+    def _dead_letter(self, msg: Message, exc: Exception) -> None:
+        reason = str(exc) or type(exc).__name__
+        logger.warning("%s[%d]@%d -> %s%s: %s", msg.topic(), msg.partition(), msg.offset(), msg.topic(),
+                       DLQ_SUFFIX, reason)
+        self._dlq.send_raw(
+            msg.topic() + DLQ_SUFFIX,
+            msg.key(),
+            msg.value(),
+            headers={
+                "dlq.error": reason,
+                "dlq.error.type": type(exc).__name__,
+                "dlq.source.topic": msg.topic(),
+                "dlq.source.partition": str(msg.partition()),
+                "dlq.source.offset": str(msg.offset()),
+                "dlq.consumer.group": self.group_id,
+            },
+        )
+        self._dlq.flush()  # the offset is stored next: the dead letter must be durable first
+        self.dead_lettered += 1
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned |= {(p.topic, p.partition) for p in partitions}
+        self.joined.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned -= {(p.topic, p.partition) for p in partitions}

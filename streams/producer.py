@@ -1,0 +1,68 @@
+"""Producing Avro records: idempotent producer, keys as UTF-8, delivery errors surfaced."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from streams.records import Record
+from streams.serde import AvroSerde
+from streams.topics import TopicSpec
+
+logger = logging.getLogger(__name__)
+
+
+class DeliveryError(Exception):
+    """The broker did not acknowledge a record."""
+
+
+class RecordProducer:
+    def __init__(self, bootstrap: str, serde: AvroSerde, **overrides: Any) -> None:
+        conf = {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,  # retries never duplicate or reorder within a partition
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            **overrides,
+        }
+        self._producer = Producer(conf)
+        self._serde = serde
+        self._errors: list[KafkaError] = []
+
+    def send(
+        self,
+        topic: TopicSpec | str,
+        key: str | None,
+        record: Record,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Queue one record; `flush` (or `poll`) reports delivery."""
+        self.send_raw(topic, key, self._serde.serialize(record), headers)
+
+    def send_raw(self, topic: TopicSpec | str, key: str | bytes | None, value: bytes | None,
+                 headers: dict[str, str] | None = None) -> None:
+        name = topic if isinstance(topic, str) else topic.name
+        self._producer.produce(
+            name,
+            key=key.encode() if isinstance(key, str) else key,
+            value=value,
+            headers=list((headers or {}).items()),
+            on_delivery=self._on_delivery,
+        )
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait for every queued record; raise `DeliveryError` if any was not acknowledged."""
+        remaining = self._producer.flush(timeout)
+        errors, self._errors = self._errors, []
+        if remaining:
+            raise DeliveryError(f"{remaining} records not acknowledged within {timeout}s")
+        if errors:
+            raise DeliveryError(f"{len(errors)} records failed: {errors[0]}")
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            logger.error("delivery to %s failed: %s", msg.topic(), err)
+            self._errors.append(err)

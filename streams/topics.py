@@ -1,0 +1,75 @@
+"""Every Kafka topic taskstream uses: name, key, partitions, cleanup policy, records carried.
+
+Nothing else in the code base spells a topic name. `ensure_topics` creates them idempotently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    partitions: int
+    compacted: bool = False
+    retention_ms: int | None = None
+
+    @property
+    def config(self) -> dict[str, str]:
+        conf = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_ms is not None:
+            conf["retention.ms"] = str(self.retention_ms)
+        return conf
+
+    @property
+    def dlq(self) -> str:
+        return self.name + DLQ_SUFFIX
+
+
+# Partition counts: the task processor's parallelism is bounded by tasks.commands; 6 lets a
+# 2-core machine run one member and a deployment scale to 6 without repartitioning (which
+# would move keys and break per-task ordering).
+TASK_COMMANDS = TopicSpec("tasks.commands", key="task_id", partitions=6)
+TASK_EVENTS = TopicSpec("tasks.events", key="task_id", partitions=6)
+INFERENCE_JOBS = TopicSpec("inference.jobs", key="task_id", partitions=6)
+TRAINING_JOBS = TopicSpec("training.jobs", key="task_id", partitions=2)
+INFERENCE_STATUS = TopicSpec("inference.status", key="task_id", partitions=6)
+TRAINING_STATUS = TopicSpec("training.status", key="task_id", partitions=2)
+PREPROCESSING_STATUS = TopicSpec("preprocessing.status", key="task_id", partitions=2)
+WORKFLOW_COMMANDS = TopicSpec("workflows.commands", key="workflow_id", partitions=3)
+WORKFLOW_EVENTS = TopicSpec("workflows.events", key="workflow_id", partitions=3)
+WORKER_HEARTBEATS = TopicSpec("workers.heartbeats", key="worker_id", partitions=1, compacted=True)
+WEBHOOK_RETRY = TopicSpec("webhooks.retry", key="event_id", partitions=3)
+
+PRIMARY: tuple[TopicSpec, ...] = (
+    TASK_COMMANDS,
+    TASK_EVENTS,
+    INFERENCE_JOBS,
+    TRAINING_JOBS,
+    INFERENCE_STATUS,
+    TRAINING_STATUS,
+    PREPROCESSING_STATUS,
+    WORKFLOW_COMMANDS,
+    WORKFLOW_EVENTS,
+    WORKER_HEARTBEATS,
+    WEBHOOK_RETRY,
+)
+
+
+def dead_letter(spec: TopicSpec) -> TopicSpec:
+    """The topic's dead-letter queue: poison messages with the error, kept 14 days."""
+    return TopicSpec(spec.dlq, key=spec.key, partitions=1, retention_ms=14 * 24 * 3600 * 1000)
+
+
+ALL: tuple[TopicSpec, ...] = PRIMARY + tuple(dead_letter(t) for t in PRIMARY if not t.compacted)
+
+
+def by_name(name: str) -> TopicSpec:
+    for spec in ALL:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no topic named {name!r} in streams.topics")

@@ -1,0 +1,1 @@
+"""taskstream: the CLI, settings and the embedded stack that runs every process in one command."""

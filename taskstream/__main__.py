@@ -1,0 +1,5 @@
+import sys
+
+from taskstream.cli import main
+
+sys.exit(main())

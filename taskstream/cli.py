@@ -1,0 +1,96 @@
+"""The `taskstream` command. The only place that builds settings from the environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import warnings
+
+from taskstream.settings import Settings
+
+
+def _logging(settings: Settings, role: str) -> None:
+    # authlib (imported by confluent_kafka.schema_registry) warns about its own httpx shim.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)-7s [{role}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # librdkafka's client logs are noisy at INFO; its errors still surface through callbacks.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from taskstream.stack import up
+
+    return up(settings)
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from api.app import create_app
+
+    web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port, print=None,
+                shutdown_timeout=5.0, access_log=None)
+    return 0
+
+
+def cmd_processors(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.service import create_processors
+
+    create_processors(settings).run(_stop_on_signals())
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from gpu.worker import WorkerKind, create_worker
+
+    create_worker(settings, WorkerKind(args.kind)).run(_stop_on_signals())
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from state.db import Database
+    from state.migrations import migrate
+
+    with Database(settings.require_database_url()) as db:
+        applied = migrate(db)
+    print("applied: " + (", ".join(applied) or "nothing (up to date)"))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="taskstream", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run everything, with embedded broker and Postgres").set_defaults(func=cmd_up)
+    sub.add_parser("api", help="run the HTTP API").set_defaults(func=cmd_api)
+    sub.add_parser("processors", help="run the stream processors").set_defaults(func=cmd_processors)
+    worker = sub.add_parser("worker", help="run a GPU worker")
+    worker.add_argument("kind", choices=["inference", "training"])
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    role = args.command if args.command != "worker" else f"worker-{args.kind}"
+    _logging(settings, role)
+    return args.func(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
