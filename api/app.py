@@ -29,6 +29,7 @@ from api.schema_registry import create_registry_app
 from state.db import AsyncDatabase, Database
 from state.migrations import migrate
 from state.registry_store import RegistryStore
+from streams.admin import ensure_topics
 from streams.registry import HttpSchemaRegistry
 from streams.runtime import connect_serde
 from streams.schemas import load_catalog
@@ -100,6 +101,8 @@ async def _schemas(app: web.Application) -> AsyncIterator[None]:
 
 async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    # Idempotent; in compose deployments the API is the first process to need the topics.
+    await asyncio.to_thread(ensure_topics, settings.require_bootstrap())
     monitor = HeartbeatMonitor(settings.require_bootstrap(), app[SERDE], max_age_s=3 * settings.heartbeat_interval_s)
     app[HEARTBEATS] = monitor.start()
     yield
