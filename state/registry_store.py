@@ -16,10 +16,14 @@ import fastavro
 
 from state.db import Database
 from streams.compat import backward_problems
+from streams.registry import RegistryError
 
 
-class RegistryStoreError(Exception):
-    """Base: `http_status` and Confluent `error_code` say how the REST layer answers."""
+class RegistryStoreError(RegistryError):
+    """Base: `http_status` and Confluent `error_code` say how the REST layer answers.
+
+    A `streams.registry.RegistryError`, as the `SchemaRegistry` protocol promises callers.
+    """
 
     http_status = 500
     error_code = 50001

@@ -20,6 +20,8 @@ class RegistryError(Exception):
 
 
 class SchemaRegistry(Protocol):
+    """Implementations raise `RegistryError` (or a subclass) for every refusal."""
+
     def register(self, subject: str, schema: str) -> int:
         """Register an Avro schema under `subject` (idempotent); return its global id."""
         ...
@@ -57,6 +59,9 @@ class HttpSchemaRegistry:
         with self._lock:
             self._by_id[schema_id] = text
         return text
+
+    def close(self) -> None:
+        self._client.close()
 
     def subjects(self) -> list[str]:
         try:
