@@ -30,7 +30,6 @@ from state.db import AsyncDatabase, Database
 from state.migrations import migrate
 from state.registry_store import RegistryStore
 from streams.admin import ensure_topics
-from streams.registry import HttpSchemaRegistry
 from streams.runtime import connect_serde
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
@@ -94,9 +93,12 @@ async def _schemas(app: web.Application) -> AsyncIterator[None]:
         app[SERDE] = AvroSerde(app[REGISTRY_STORE], load_catalog())
         await asyncio.to_thread(app[SERDE].register_all)
     else:
-        app[EXTERNAL_REGISTRY] = HttpSchemaRegistry(settings.registry_url(), settings.registry_auth())
-        app[SERDE] = await asyncio.to_thread(connect_serde, settings.registry_url(), settings.registry_auth())
+        app[SERDE], app[EXTERNAL_REGISTRY] = await asyncio.to_thread(
+            connect_serde, settings.registry_url(), settings.registry_auth()
+        )
     yield
+    if EXTERNAL_REGISTRY in app:
+        app[EXTERNAL_REGISTRY].close()
 
 
 async def _heartbeats(app: web.Application) -> AsyncIterator[None]:

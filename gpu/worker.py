@@ -79,7 +79,7 @@ class JobRunner:
 def create_worker(settings: Settings, kind: WorkerKind, executors: dict[str, Executor] | None = None) -> MemberProcess:
     spec = SPECS[kind]
     bootstrap = settings.require_bootstrap()
-    serde = connect_serde(settings.registry_url(), settings.registry_auth())
+    serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(spec.role)
     runner = JobRunner(spec, worker_id, producer, executors or {})
@@ -89,4 +89,5 @@ def create_worker(settings: Settings, kind: WorkerKind, executors: dict[str, Exe
         role=spec.role, worker_id=worker_id, producer=producer, consumers=[consumer],
         interval_s=settings.heartbeat_interval_s, queues=[spec.jobs.name],
         status=lambda: {"completed_count": runner.completed},
+        on_close=[registry.close],
     )

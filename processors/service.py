@@ -23,7 +23,7 @@ def reject_unhandled(delivery: Delivery) -> None:
 
 def create_processors(settings: Settings) -> MemberProcess:
     bootstrap = settings.require_bootstrap()
-    serde = connect_serde(settings.registry_url(), settings.registry_auth())
+    serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     tasks = RecordConsumer(bootstrap, TASK_GROUP, [TASK_COMMANDS], serde, reject_unhandled, producer,
                            settings.kafka_session_timeout_ms)
@@ -34,4 +34,5 @@ def create_processors(settings: Settings) -> MemberProcess:
         consumers=[tasks],
         interval_s=settings.heartbeat_interval_s,
         queues=[TASK_COMMANDS.name],
+        on_close=[registry.close],
     )

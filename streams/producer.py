@@ -62,6 +62,13 @@ class RecordProducer:
         if errors:
             raise DeliveryError(f"{len(errors)} records failed: {errors[0]}")
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued, then release the client's threads and connections."""
+        try:
+            self.flush(timeout)
+        finally:
+            self._producer.close()
+
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             logger.error("delivery to %s failed: %s", msg.topic(), err)

@@ -9,10 +9,16 @@ id are cached for the life of the process (schema ids are immutable).
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Protocol
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.error import SchemaRegistryError
+import authlib.deprecate  # noqa: F401 - installs authlib's "always" filter, which ours must follow
+
+with warnings.catch_warnings():
+    # authlib, which the registry client imports, deprecates its own httpx shim on import.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 
 class RegistryError(Exception):

@@ -25,19 +25,21 @@ from streams.topics import WORKER_HEARTBEATS
 logger = logging.getLogger(__name__)
 
 
-def connect_serde(registry_url: str, basic_auth: str | None, wait_s: float = 120.0) -> AvroSerde:
-    """An `AvroSerde` with every taskstream schema registered, waiting for the registry to answer.
-
-    In the embedded stack the registry is served by the API, which may still be starting.
+def connect_serde(registry_url: str, basic_auth: str | None, wait_s: float = 120.0) -> tuple[AvroSerde, HttpSchemaRegistry]:
+    """An `AvroSerde` with every taskstream schema registered, and its registry client (the
+    caller closes it). Waits for the registry: in the embedded stack the API serves it and
+    may still be starting.
     """
-    serde = AvroSerde(HttpSchemaRegistry(registry_url, basic_auth), load_catalog())
+    registry = HttpSchemaRegistry(registry_url, basic_auth)
+    serde = AvroSerde(registry, load_catalog())
     deadline = time.monotonic() + wait_s
     while True:
         try:
             serde.register_all()
-            return serde
+            return serde, registry
         except RegistryError as exc:
             if time.monotonic() > deadline:
+                registry.close()
                 raise
             logger.info("schema registry not ready (%s); retrying", exc)
             time.sleep(1.0)
@@ -61,6 +63,7 @@ class MemberProcess:
     interval_s: float = 2.0
     queues: Sequence[str] = ()
     status: Callable[[], dict] = dict
+    on_close: Sequence[Callable[[], None]] = ()  # resources the process owns besides the producer
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     failure: BaseException | None = None
 
@@ -81,7 +84,9 @@ class MemberProcess:
             for thread in threads:
                 thread.join(timeout=30)
             self.beat(ready=False)  # health flips at once instead of after a timeout
-            self.producer.flush(10)
+            self.producer.close()
+            for close in self.on_close:
+                close()
         if self.failure is not None:
             raise self.failure
 

@@ -7,14 +7,11 @@ import logging
 import signal
 import sys
 import threading
-import warnings
 
 from taskstream.settings import Settings
 
 
 def _logging(settings: Settings, role: str) -> None:
-    # authlib (imported by confluent_kafka.schema_registry) warns about its own httpx shim.
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     logging.basicConfig(
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)-7s [{role}] %(name)s: %(message)s",

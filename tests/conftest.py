@@ -52,8 +52,8 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     if use_containers:
         if not _docker_engine_answers():
             pytest.skip("TASKSTREAM_TEST_INFRA=containers but no Docker engine answers")
-        from testcontainers.kafka import KafkaContainer
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.kafka import KafkaContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:17", driver=None) as pg:
             yield Infra(kafka.get_bootstrap_server(), pg.get_connection_url(), "containers")

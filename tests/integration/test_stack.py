@@ -1,0 +1,91 @@
+"""`taskstream up` as a user runs it: embedded everything, healthy, stack.json, and no
+process left behind after SIGTERM, or even after the supervisor is SIGKILLed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from taskstream.embedded import free_port
+
+pytestmark = pytest.mark.slow
+
+INFRA_VARS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SCHEMA_REGISTRY_URL", "SCHEMA_REGISTRY_BASIC_AUTH",
+              "TASKSTREAM_ADMIN_TOKEN")
+
+
+def _get(url: str, token: str | None = None) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+@pytest.fixture
+def stack(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k not in INFRA_VARS}
+    env.update(TASKSTREAM_DATA_DIR=str(tmp_path / "data"), TASKSTREAM_API_PORT=str(free_port()))
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "taskstream", "up"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    stack_file = tmp_path / "data" / "stack.json"
+    deadline = started + 150
+    while not stack_file.exists():
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "stack.json never appeared"
+        time.sleep(0.2)
+    info = json.loads(stack_file.read_text())
+    print(f"taskstream up healthy after {time.monotonic() - started:.1f}s")  # shown with -s
+    family = [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
+    yield proc, info, family, stack_file
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.stdout.close()
+
+
+def _all_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def test_up_is_healthy_writes_stack_json_and_stops_cleanly_on_sigterm(stack):
+    proc, info, family, stack_file = stack
+    assert set(info) == {"api_url", "bootstrap_servers", "schema_registry_url", "admin_token"}
+    assert oct(stack_file.stat().st_mode & 0o777) == "0o600", "stack.json holds the admin token"
+    assert _get(info["api_url"] + "/health") == 200
+    assert _get(info["schema_registry_url"] + "/subjects") == 401
+    assert _get(info["schema_registry_url"] + "/subjects", info["admin_token"]) == 200
+    names = {psutil.Process(p).name() for p in family if psutil.pid_exists(p)}
+    assert any(n.startswith("tansu") for n in names) and "postgres" in names, names
+    assert len(family) >= 7, "supervisor, broker, postgres, api, processors and two workers"
+
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert time.monotonic() - started < 30
+    assert _all_gone(family, 5) == []
+
+
+def test_a_killed_supervisor_leaves_nothing_running(stack):
+    proc, _, family, _ = stack
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel's parent-death signal must
+    proc.wait(10)
+    assert _all_gone(family, 30) == []
