@@ -20,6 +20,5 @@ REGISTRY_STORE = web.AppKey("registry_store", RegistryStore)
 EXTERNAL_REGISTRY = web.AppKey("external_registry", HttpSchemaRegistry)
 SERDE = web.AppKey("serde", AvroSerde)
 HEARTBEATS = web.AppKey("heartbeats", HeartbeatMonitor)
-PRINCIPAL = "taskstream.principal"  # request-scoped: the authenticated caller
+PRINCIPAL = web.RequestKey("principal", Principal)  # request-scoped: the authenticated caller
 
-__all__ = ["Principal"]

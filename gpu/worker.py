@@ -1,12 +1,15 @@
 """GPU worker processes: one consumer-group member per process.
 
 `taskstream.gpu.inference` consumes `inference.jobs`; `taskstream.gpu.training` consumes
-`training.jobs`. Foundation stage: jobs are looked up in `executors`; a job no executor
-can run fails with a PROVIDER error report (so the task fails visibly instead of hanging).
+`training.jobs`. Each job runs on the executor registered for its `provider_type`
+(`local` when unset) and is reported COMPLETED with the executor's result; a job no
+executor can run is reported FAILED with a PROVIDER error, so its task fails visibly
+instead of hanging. Executors arrive with the inference and training issues.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ SPECS = {
     WorkerKind.TRAINING: WorkerSpec(WorkerRole.TRAINING, "taskstream.gpu.training", TRAINING_JOBS, TRAINING_STATUS),
 }
 
+#: Runs one job and returns its type-specific result fields (reported as `result_json`).
 Executor = Callable[[InferenceJob | TrainingJob], dict]
 
 
@@ -58,19 +62,19 @@ class JobRunner:
         if not isinstance(job, InferenceJob | TrainingJob):
             raise TypeError(f"{self._spec.group} got {job.avro_name}")
         provider = getattr(job, "provider_type", None) or "local"
-        if provider not in self._executors:
-            self._report(job, TaskStatus.FAILED, ErrorCategory.PROVIDER,
-                         f"no executor for provider {provider!r} on worker {self._worker_id}")
+        executor = self._executors.get(provider)
+        if executor is None:
+            self._report(job, TaskStatus.FAILED, error_category=ErrorCategory.PROVIDER,
+                         error_message=f"no executor for provider {provider!r} on worker {self._worker_id}")
             return
-        self._executors[provider](job)
+        result = executor(job)
+        self._report(job, TaskStatus.COMPLETED, progress=100.0, result_json=json.dumps(result))
         self.completed += 1
 
-    def _report(self, job: InferenceJob | TrainingJob, status: TaskStatus, category: ErrorCategory | None,
-                message: str | None) -> None:
+    def _report(self, job: InferenceJob | TrainingJob, status: TaskStatus, **fields: object) -> None:
         report = WorkerReport(
             report_id=uuid.uuid4(), job_id=job.job_id, task_id=job.task_id, worker_id=self._worker_id,
-            attempt=job.attempt, status=status, error_category=category, error_message=message,
-            timestamp=datetime.now(UTC),
+            attempt=job.attempt, status=status, timestamp=datetime.now(UTC), **fields,
         )
         self._producer.send(self._spec.reports, str(job.task_id), report)
         self._producer.flush()  # the offset is stored right after: the report must be durable
