@@ -24,6 +24,9 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.new
 	@echo "review constraints.new, keep the header of constraints.txt, then move it into place"

@@ -53,10 +53,16 @@ async def json_errors(request: web.Request, handler):
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         if isinstance(exc, web.HTTPRequestEntityTooLarge):
-            detail = f"request body exceeds the {request.app[SETTINGS].max_request_bytes} byte limit"
+            detail = (
+                f"request body exceeds the {request.app[SETTINGS].max_request_bytes} byte limit"
+            )
         else:
             detail = exc.reason
-        return _problem(exc.status, detail, {k: v for k, v in exc.headers.items() if k.lower() != "content-type"})
+        return _problem(
+            exc.status,
+            detail,
+            {k: v for k, v in exc.headers.items() if k.lower() != "content-type"},
+        )
 
 
 @web.middleware
@@ -66,8 +72,11 @@ async def authenticate(request: web.Request, handler):
     token = token_from_header(request.headers.get("Authorization"))
     principal = await request.app[TOKENS].authenticate(token) if token else None
     if principal is None:
-        return _problem(401, "missing or invalid token; send Authorization: Bearer <token>",
-                        {"WWW-Authenticate": 'Bearer realm="taskstream"'})
+        return _problem(
+            401,
+            "missing or invalid token; send Authorization: Bearer <token>",
+            {"WWW-Authenticate": 'Bearer realm="taskstream"'},
+        )
     request[PRINCIPAL] = principal
     return await handler(request)
 
@@ -80,7 +89,9 @@ async def _databases(app: web.Application) -> AsyncIterator[None]:
     app[DB] = await AsyncDatabase(url).open()
     app[TOKENS] = TokenStore(app[DB])
     if settings.admin_token is not None:
-        await app[TOKENS].ensure(settings.admin_token.get_secret_value(), "admin", label="TASKSTREAM_ADMIN_TOKEN")
+        await app[TOKENS].ensure(
+            settings.admin_token.get_secret_value(), "admin", label="TASKSTREAM_ADMIN_TOKEN"
+        )
     yield
     await app[DB].close()
     await asyncio.to_thread(app[SYNC_DB].close)
@@ -105,7 +116,9 @@ async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # Idempotent; in compose deployments the API is the first process to need the topics.
     await asyncio.to_thread(ensure_topics, settings.require_bootstrap())
-    monitor = HeartbeatMonitor(settings.require_bootstrap(), app[SERDE], max_age_s=3 * settings.heartbeat_interval_s)
+    monitor = HeartbeatMonitor(
+        settings.require_bootstrap(), app[SERDE], max_age_s=3 * settings.heartbeat_interval_s
+    )
     app[HEARTBEATS] = monitor.start()
     yield
     await asyncio.to_thread(monitor.stop)
@@ -116,7 +129,9 @@ def create_app(settings: Settings) -> web.Application:
         token = new_token()
         settings = settings.model_copy(update={"admin_token": SecretStr(token)})
         logger.warning("TASKSTREAM_ADMIN_TOKEN is unset; generated admin token: %s", token)
-    app = web.Application(middlewares=[json_errors, authenticate], client_max_size=settings.max_request_bytes)
+    app = web.Application(
+        middlewares=[json_errors, authenticate], client_max_size=settings.max_request_bytes
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_databases, _schemas, _heartbeats])
     app.router.add_get("/health", health)

@@ -60,7 +60,9 @@ class TokenStore:
         self._db = db
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
-    async def ensure(self, token: str, role: str, tenant: str | None = None, label: str | None = None) -> None:
+    async def ensure(
+        self, token: str, role: str, tenant: str | None = None, label: str | None = None
+    ) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO api_tokens (token_hash, role, tenant, label) VALUES (%s, %s, %s, %s)"
@@ -81,7 +83,9 @@ class TokenStore:
                     (digest,),
                 )
             ).fetchone()
-        principal = Principal(row[1], row[2]) if row and hmac.compare_digest(row[0], digest) else None
+        principal = (
+            Principal(row[1], row[2]) if row and hmac.compare_digest(row[0], digest) else None
+        )
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now, principal)

@@ -31,7 +31,9 @@ async def _registry(app: web.Application) -> dict:
     except (RegistryError, Exception) as exc:  # noqa: BLE001 - any failure means "not ready"
         return _component(False, f"unreachable: {exc}")
     missing = set(app[SERDE].register_all()) - set(subjects)
-    return _component(not missing, f"{len(subjects)} subjects" if not missing else f"missing {sorted(missing)}")
+    return _component(
+        not missing, f"{len(subjects)} subjects" if not missing else f"missing {sorted(missing)}"
+    )
 
 
 async def health(request: web.Request) -> web.Response:
@@ -41,13 +43,19 @@ async def health(request: web.Request) -> web.Response:
         asyncio.to_thread(broker_ready, bootstrap, 2.0), app[DB].ping(), _registry(app)
     )
     components = {
-        "broker": _component(broker_ok, bootstrap if broker_ok else f"no metadata from {bootstrap}"),
+        "broker": _component(
+            broker_ok, bootstrap if broker_ok else f"no metadata from {bootstrap}"
+        ),
         "database": _component(db_ok, "connected" if db_ok else "no connection"),
         "schema_registry": registry,
     }
     for name, role in _MEMBER_ROLES.items():
         members = app[HEARTBEATS].ready(role)
-        components[name] = _component(bool(members), f"{len(members)} ready" if members else "no ready member")
+        components[name] = _component(
+            bool(members), f"{len(members)} ready" if members else "no ready member"
+        )
     ok = all(c["status"] == "ok" for c in components.values())
-    return web.json_response({"status": "ok" if ok else "unavailable", "components": components},
-                             status=200 if ok else 503)
+    return web.json_response(
+        {"status": "ok" if ok else "unavailable", "components": components},
+        status=200 if ok else 503,
+    )

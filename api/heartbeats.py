@@ -45,18 +45,26 @@ class HeartbeatMonitor:
     def ready(self, role: WorkerRole, now: datetime | None = None) -> list[WorkerHeartbeat]:
         """Members of `role` whose latest heartbeat is recent and says ready."""
         now = now or datetime.now(UTC)
-        return [hb for hb in self.snapshot() if hb.role == role and hb.ready and now - hb.timestamp <= self._max_age]
+        return [
+            hb
+            for hb in self.snapshot()
+            if hb.role == role and hb.ready and now - hb.timestamp <= self._max_age
+        ]
 
     def _run(self) -> None:
-        consumer = Consumer({
-            "bootstrap.servers": self._bootstrap,
-            "group.id": f"taskstream.api.heartbeats.{uuid.uuid4()}",  # never joins: assign() below
-            "enable.auto.commit": False,
-        })
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": f"taskstream.api.heartbeats.{uuid.uuid4()}",  # never joins: assign() below
+                "enable.auto.commit": False,
+            }
+        )
         try:
             metadata = consumer.list_topics(WORKER_HEARTBEATS.name, timeout=10)
             partitions = metadata.topics[WORKER_HEARTBEATS.name].partitions
-            consumer.assign([TopicPartition(WORKER_HEARTBEATS.name, p, OFFSET_BEGINNING) for p in partitions])
+            consumer.assign(
+                [TopicPartition(WORKER_HEARTBEATS.name, p, OFFSET_BEGINNING) for p in partitions]
+            )
             while not self._stop.is_set():
                 for msg in consumer.consume(num_messages=200, timeout=0.5):
                     if msg.error() is None:

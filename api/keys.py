@@ -21,4 +21,3 @@ EXTERNAL_REGISTRY = web.AppKey("external_registry", HttpSchemaRegistry)
 SERDE = web.AppKey("serde", AvroSerde)
 HEARTBEATS = web.AppKey("heartbeats", HeartbeatMonitor)
 PRINCIPAL = web.RequestKey("principal", Principal)  # request-scoped: the authenticated caller
-

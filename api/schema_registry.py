@@ -21,7 +21,9 @@ routes = web.RouteTableDef()
 
 
 def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(body), status=status, content_type=CONTENT_TYPE.split(";")[0])
+    return web.Response(
+        text=json.dumps(body), status=status, content_type=CONTENT_TYPE.split(";")[0]
+    )
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
@@ -40,9 +42,9 @@ async def _schema_body(request: web.Request) -> str:
     try:
         body = await request.json()
     except ValueError:
-        raise InvalidSchema("body must be JSON like {\"schema\": \"...\"}") from None
+        raise InvalidSchema('body must be JSON like {"schema": "..."}') from None
     if not isinstance(body, dict) or not isinstance(body.get("schema"), str):
-        raise InvalidSchema("body must be JSON like {\"schema\": \"...\"}")
+        raise InvalidSchema('body must be JSON like {"schema": "..."}')
     if body.get("schemaType", "AVRO") != "AVRO":
         raise InvalidSchema(f"schemaType {body['schemaType']!r} is not supported; only AVRO")
     if body.get("references"):
@@ -66,9 +68,17 @@ async def list_versions(request: web.Request) -> web.Response:
 
 @routes.get("/subjects/{subject}/versions/{version}")
 async def get_version(request: web.Request) -> web.Response:
-    found = await asyncio.to_thread(_store(request).version, request.match_info["subject"],
-                                    request.match_info["version"])
-    return _json({"subject": found.subject, "version": found.version, "id": found.schema_id, "schema": found.schema})
+    found = await asyncio.to_thread(
+        _store(request).version, request.match_info["subject"], request.match_info["version"]
+    )
+    return _json(
+        {
+            "subject": found.subject,
+            "version": found.version,
+            "id": found.schema_id,
+            "schema": found.schema,
+        }
+    )
 
 
 @routes.post("/subjects/{subject}/versions")
@@ -76,7 +86,9 @@ async def register(request: web.Request) -> web.Response:
     if not request[PRINCIPAL].is_admin:
         return _error(403, 40301, "registering schemas needs an admin token")
     schema = await _schema_body(request)
-    schema_id = await asyncio.to_thread(_store(request).register, request.match_info["subject"], schema)
+    schema_id = await asyncio.to_thread(
+        _store(request).register, request.match_info["subject"], schema
+    )
     return _json({"id": schema_id})
 
 
@@ -87,20 +99,33 @@ async def lookup(request: web.Request) -> web.Response:
     subject = request.match_info["subject"]
     store = _store(request)
     found = await asyncio.to_thread(store.lookup, subject, schema)
-    return _json({"subject": subject, "version": found.version, "id": found.schema_id, "schema": found.schema})
+    return _json(
+        {
+            "subject": subject,
+            "version": found.version,
+            "id": found.schema_id,
+            "schema": found.schema,
+        }
+    )
 
 
 @routes.get("/schemas/ids/{schema_id:\\d+}")
 async def schema_by_id(request: web.Request) -> web.Response:
-    text = await asyncio.to_thread(_store(request).schema_by_id, int(request.match_info["schema_id"]))
+    text = await asyncio.to_thread(
+        _store(request).schema_by_id, int(request.match_info["schema_id"])
+    )
     return _json({"schema": text})
 
 
 @routes.post("/compatibility/subjects/{subject}/versions/{version}")
 async def compatibility(request: web.Request) -> web.Response:
     schema = await _schema_body(request)
-    ok, problems = await asyncio.to_thread(_store(request).is_compatible, request.match_info["subject"],
-                                           request.match_info["version"], schema)
+    ok, problems = await asyncio.to_thread(
+        _store(request).is_compatible,
+        request.match_info["subject"],
+        request.match_info["version"],
+        schema,
+    )
     body: dict = {"is_compatible": ok}
     if request.query.get("verbose", "false").lower() == "true":
         body["messages"] = problems

@@ -18,9 +18,22 @@ from enum import StrEnum
 
 from streams.consumer import Delivery, RecordConsumer
 from streams.producer import RecordProducer
-from streams.records import ErrorCategory, InferenceJob, TaskStatus, TrainingJob, WorkerReport, WorkerRole
+from streams.records import (
+    ErrorCategory,
+    InferenceJob,
+    TaskStatus,
+    TrainingJob,
+    WorkerReport,
+    WorkerRole,
+)
 from streams.runtime import MemberProcess, connect_serde, default_worker_id
-from streams.topics import INFERENCE_JOBS, INFERENCE_STATUS, TRAINING_JOBS, TRAINING_STATUS, TopicSpec
+from streams.topics import (
+    INFERENCE_JOBS,
+    INFERENCE_STATUS,
+    TRAINING_JOBS,
+    TRAINING_STATUS,
+    TopicSpec,
+)
 from taskstream.settings import Settings
 
 
@@ -38,8 +51,12 @@ class WorkerSpec:
 
 
 SPECS = {
-    WorkerKind.INFERENCE: WorkerSpec(WorkerRole.INFERENCE, "taskstream.gpu.inference", INFERENCE_JOBS, INFERENCE_STATUS),
-    WorkerKind.TRAINING: WorkerSpec(WorkerRole.TRAINING, "taskstream.gpu.training", TRAINING_JOBS, TRAINING_STATUS),
+    WorkerKind.INFERENCE: WorkerSpec(
+        WorkerRole.INFERENCE, "taskstream.gpu.inference", INFERENCE_JOBS, INFERENCE_STATUS
+    ),
+    WorkerKind.TRAINING: WorkerSpec(
+        WorkerRole.TRAINING, "taskstream.gpu.training", TRAINING_JOBS, TRAINING_STATUS
+    ),
 }
 
 #: Runs one job and returns its type-specific result fields (reported as `result_json`).
@@ -49,8 +66,13 @@ Executor = Callable[[InferenceJob | TrainingJob], dict]
 class JobRunner:
     """Runs each job with the executor for its provider and reports the outcome."""
 
-    def __init__(self, spec: WorkerSpec, worker_id: str, producer: RecordProducer,
-                 executors: dict[str, Executor]) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        worker_id: str,
+        producer: RecordProducer,
+        executors: dict[str, Executor],
+    ) -> None:
         self._spec = spec
         self._worker_id = worker_id
         self._producer = producer
@@ -64,34 +86,59 @@ class JobRunner:
         provider = getattr(job, "provider_type", None) or "local"
         executor = self._executors.get(provider)
         if executor is None:
-            self._report(job, TaskStatus.FAILED, error_category=ErrorCategory.PROVIDER,
-                         error_message=f"no executor for provider {provider!r} on worker {self._worker_id}")
+            self._report(
+                job,
+                TaskStatus.FAILED,
+                error_category=ErrorCategory.PROVIDER,
+                error_message=f"no executor for provider {provider!r} on worker {self._worker_id}",
+            )
             return
         result = executor(job)
         self._report(job, TaskStatus.COMPLETED, progress=100.0, result_json=json.dumps(result))
         self.completed += 1
 
-    def _report(self, job: InferenceJob | TrainingJob, status: TaskStatus, **fields: object) -> None:
+    def _report(
+        self, job: InferenceJob | TrainingJob, status: TaskStatus, **fields: object
+    ) -> None:
         report = WorkerReport(
-            report_id=uuid.uuid4(), job_id=job.job_id, task_id=job.task_id, worker_id=self._worker_id,
-            attempt=job.attempt, status=status, timestamp=datetime.now(UTC), **fields,
+            report_id=uuid.uuid4(),
+            job_id=job.job_id,
+            task_id=job.task_id,
+            worker_id=self._worker_id,
+            attempt=job.attempt,
+            status=status,
+            timestamp=datetime.now(UTC),
+            **fields,
         )
         self._producer.send(self._spec.reports, str(job.task_id), report)
         self._producer.flush()  # the offset is stored right after: the report must be durable
 
 
-def create_worker(settings: Settings, kind: WorkerKind, executors: dict[str, Executor] | None = None) -> MemberProcess:
+def create_worker(
+    settings: Settings, kind: WorkerKind, executors: dict[str, Executor] | None = None
+) -> MemberProcess:
     spec = SPECS[kind]
     bootstrap = settings.require_bootstrap()
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(spec.role)
     runner = JobRunner(spec, worker_id, producer, executors or {})
-    consumer = RecordConsumer(bootstrap, spec.group, [spec.jobs], serde, runner, producer,
-                              settings.kafka_session_timeout_ms)
+    consumer = RecordConsumer(
+        bootstrap,
+        spec.group,
+        [spec.jobs],
+        serde,
+        runner,
+        producer,
+        settings.kafka_session_timeout_ms,
+    )
     return MemberProcess(
-        role=spec.role, worker_id=worker_id, producer=producer, consumers=[consumer],
-        interval_s=settings.heartbeat_interval_s, queues=[spec.jobs.name],
+        role=spec.role,
+        worker_id=worker_id,
+        producer=producer,
+        consumers=[consumer],
+        interval_s=settings.heartbeat_interval_s,
+        queues=[spec.jobs.name],
         status=lambda: {"completed_count": runner.completed},
         on_close=[registry.close],
     )

@@ -25,8 +25,15 @@ def create_processors(settings: Settings) -> MemberProcess:
     bootstrap = settings.require_bootstrap()
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
-    tasks = RecordConsumer(bootstrap, TASK_GROUP, [TASK_COMMANDS], serde, reject_unhandled, producer,
-                           settings.kafka_session_timeout_ms)
+    tasks = RecordConsumer(
+        bootstrap,
+        TASK_GROUP,
+        [TASK_COMMANDS],
+        serde,
+        reject_unhandled,
+        producer,
+        settings.kafka_session_timeout_ms,
+    )
     return MemberProcess(
         role=WorkerRole.PROCESSORS,
         worker_id=settings.worker_id or default_worker_id(WorkerRole.PROCESSORS),

@@ -66,7 +66,9 @@ def normalise(schema_text: str) -> tuple[str, str]:
     """Validate an Avro schema; return (compact text, fingerprint of its canonical form)."""
     try:
         parsed = json.loads(schema_text)
-        canonical = fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(json.loads(schema_text)))
+        canonical = fastavro.schema.to_parsing_canonical_form(
+            fastavro.parse_schema(json.loads(schema_text))
+        )
     except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
         raise InvalidSchema(f"not a valid Avro schema: {exc}") from exc
     # Two schemas with the same canonical form but different defaults or docs differ for
@@ -100,7 +102,8 @@ class RegistryStore:
                 problems = backward_problems(json.loads(compact), json.loads(latest.schema))
                 if problems:
                     raise IncompatibleSchema(
-                        f"schema is not backward compatible with {subject} v{latest.version}: " + "; ".join(problems)
+                        f"schema is not backward compatible with {subject} v{latest.version}: "
+                        + "; ".join(problems)
                     )
             schema_id = (
                 (
@@ -133,20 +136,27 @@ class RegistryStore:
 
     def schema_by_id(self, schema_id: int) -> str:
         with self._db.transaction() as conn:
-            row = (conn.execute("SELECT schema_text FROM registry_schemas WHERE id = %s", (schema_id,))).fetchone()
+            row = (
+                conn.execute("SELECT schema_text FROM registry_schemas WHERE id = %s", (schema_id,))
+            ).fetchone()
         if row is None:
             raise SchemaNotFound(f"schema {schema_id} not found")
         return row[0]
 
     def subjects(self) -> list[str]:
         with self._db.transaction() as conn:
-            rows = (conn.execute("SELECT DISTINCT subject FROM registry_versions ORDER BY subject")).fetchall()
+            rows = (
+                conn.execute("SELECT DISTINCT subject FROM registry_versions ORDER BY subject")
+            ).fetchall()
         return [r[0] for r in rows]
 
     def versions(self, subject: str) -> list[int]:
         with self._db.transaction() as conn:
             rows = (
-                conn.execute("SELECT version FROM registry_versions WHERE subject = %s ORDER BY version", (subject,))
+                conn.execute(
+                    "SELECT version FROM registry_versions WHERE subject = %s ORDER BY version",
+                    (subject,),
+                )
             ).fetchall()
         if not rows:
             raise SubjectNotFound(f"subject {subject} not found")
@@ -164,7 +174,9 @@ class RegistryStore:
             raise VersionNotFound(f"version {version} of {subject} not found")
         return found
 
-    def is_compatible(self, subject: str, version: int | str, schema_text: str) -> tuple[bool, list[str]]:
+    def is_compatible(
+        self, subject: str, version: int | str, schema_text: str
+    ) -> tuple[bool, list[str]]:
         compact, _ = normalise(schema_text)
         existing = self.version(subject, version)
         problems = backward_problems(json.loads(compact), json.loads(existing.schema))
@@ -195,7 +207,9 @@ def _version_number(version: int | str) -> int:
     try:
         number = int(version)
     except ValueError:
-        raise InvalidVersion(f"version must be a positive integer or 'latest', not {version!r}") from None
+        raise InvalidVersion(
+            f"version must be a positive integer or 'latest', not {version!r}"
+        ) from None
     if number < 1:
         raise InvalidVersion(f"version must be a positive integer or 'latest', not {version!r}")
     return number

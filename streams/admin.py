@@ -13,7 +13,9 @@ from streams.topics import ALL, TopicSpec
 logger = logging.getLogger(__name__)
 
 
-def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] = ALL, timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    bootstrap: str, specs: Iterable[TopicSpec] = ALL, timeout: float = 30.0
+) -> list[str]:
     """Create each missing topic with its partitions and cleanup policy; return those created.
 
     Existing topics are left alone (a partition change would move keys between partitions).
@@ -25,7 +27,10 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] = ALL, timeout: flo
     if not wanted:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1, config=s.config) for s in wanted],
+        [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1, config=s.config)
+            for s in wanted
+        ],
         operation_timeout=timeout,
         request_timeout=timeout,
     )

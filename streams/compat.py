@@ -72,16 +72,18 @@ class _Resolver:
             return self.check(reader["items"], writer["items"], f"{path}[]", rns, wns)
         if rk == "map":
             return self.check(reader["values"], writer["values"], f"{path}{{}}", rns, wns)
-        if reader.get("name", "").rpartition(".")[2] != writer.get("name", "").rpartition(".")[2] and not set(
-            reader.get("aliases", [])
-        ) & {writer.get("name")}:
+        if reader.get("name", "").rpartition(".")[2] != writer.get("name", "").rpartition(".")[
+            2
+        ] and not set(reader.get("aliases", [])) & {writer.get("name")}:
             return [f"{where}: named type {writer.get('name')} is read as {reader.get('name')}"]
         if rk == "fixed":
             return [] if reader["size"] == writer["size"] else [f"{where}: fixed size changed"]
         if rk == "enum":
             missing = set(writer["symbols"]) - set(reader["symbols"])
             if missing and "default" not in reader:
-                return [f"{where}: enum symbols {sorted(missing)} unknown to the reader, which has no default"]
+                return [
+                    f"{where}: enum symbols {sorted(missing)} unknown to the reader, which has no default"
+                ]
             return []
         return self._record(reader, writer, path, rns, wns)
 

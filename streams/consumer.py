@@ -84,7 +84,9 @@ class RecordConsumer:
     def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
         """Consume until `stop` is set; then commit what was handled and leave the group."""
         self._consumer.subscribe(
-            [t.name for t in self._topics], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            [t.name for t in self._topics],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
         try:
@@ -115,8 +117,15 @@ class RecordConsumer:
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
         reason = str(exc) or type(exc).__name__
-        logger.warning("%s[%d]@%d -> %s%s: %s", msg.topic(), msg.partition(), msg.offset(), msg.topic(),
-                       DLQ_SUFFIX, reason)
+        logger.warning(
+            "%s[%d]@%d -> %s%s: %s",
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.topic(),
+            DLQ_SUFFIX,
+            reason,
+        )
         self._dlq.send_raw(
             msg.topic() + DLQ_SUFFIX,
             msg.key(),

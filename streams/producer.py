@@ -41,8 +41,13 @@ class RecordProducer:
         """Queue one record; `flush` (or `poll`) reports delivery."""
         self.send_raw(topic, key, self._serde.serialize(record), headers)
 
-    def send_raw(self, topic: TopicSpec | str, key: str | bytes | None, value: bytes | None,
-                 headers: dict[str, str] | None = None) -> None:
+    def send_raw(
+        self,
+        topic: TopicSpec | str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         name = topic if isinstance(topic, str) else topic.name
         self._producer.produce(
             name,

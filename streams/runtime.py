@@ -25,7 +25,9 @@ from streams.topics import WORKER_HEARTBEATS
 logger = logging.getLogger(__name__)
 
 
-def connect_serde(registry_url: str, basic_auth: str | None, wait_s: float = 120.0) -> tuple[AvroSerde, HttpSchemaRegistry]:
+def connect_serde(
+    registry_url: str, basic_auth: str | None, wait_s: float = 120.0
+) -> tuple[AvroSerde, HttpSchemaRegistry]:
     """An `AvroSerde` with every taskstream schema registered, and its registry client (the
     caller closes it). Waits for the registry: in the embedded stack the API serves it and
     may still be starting.

@@ -74,14 +74,18 @@ class AvroSerde:
         name, writer = self._writer(schema_id)
         model = RECORD_TYPES.get(name)
         if model is None:
-            raise SerializationError(f"record {name} (schema id {schema_id}) is not one taskstream reads")
+            raise SerializationError(
+                f"record {name} (schema id {schema_id}) is not one taskstream reads"
+            )
         try:
             value = fastavro.schemaless_reader(
                 io.BytesIO(data[_HEADER.size :]), writer, self._catalog.parsed(name)
             )
             return model.model_validate(value)
         except Exception as exc:  # fastavro raises a zoo of types on corrupt bodies
-            raise SerializationError(f"cannot decode {name} (schema id {schema_id}): {exc!r}") from exc
+            raise SerializationError(
+                f"cannot decode {name} (schema id {schema_id}): {exc!r}"
+            ) from exc
 
     def _writer(self, schema_id: int) -> tuple[str, Any]:
         with self._lock:

@@ -39,8 +39,14 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port, print=None,
-                shutdown_timeout=5.0, access_log=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        print=None,
+        shutdown_timeout=5.0,
+        access_log=None,
+    )
     return 0
 
 
@@ -71,7 +77,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="taskstream", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run everything, with embedded broker and Postgres").set_defaults(func=cmd_up)
+    sub.add_parser("up", help="run everything, with embedded broker and Postgres").set_defaults(
+        func=cmd_up
+    )
     sub.add_parser("api", help="run the HTTP API").set_defaults(func=cmd_api)
     sub.add_parser("processors", help="run the stream processors").set_defaults(func=cmd_processors)
     worker = sub.add_parser("worker", help="run a GPU worker")

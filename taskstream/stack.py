@@ -28,7 +28,13 @@ from api.auth import new_token
 from state.db import Database
 from state.migrations import migrate
 from streams.admin import ensure_topics
-from taskstream.embedded import EmbeddedBroker, EmbeddedPostgres, die_with_parent, free_port, stop_process
+from taskstream.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    die_with_parent,
+    free_port,
+    stop_process,
+)
 from taskstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -48,8 +54,11 @@ class Child:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.argv, env=self.env, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509
+            self.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # noqa: PLW1509
         )
         logger.info("started %s (pid %d)", self.name, self.proc.pid)
 
@@ -146,7 +155,9 @@ class Stack:
                 logger.info("healthy after %.1fs", time.monotonic() - started)
                 return True
             if time.monotonic() - started > HEALTH_TIMEOUT_S:
-                logger.error("not healthy after %.0fs; see %s/health", HEALTH_TIMEOUT_S, self.info["api_url"])
+                logger.error(
+                    "not healthy after %.0fs; see %s/health", HEALTH_TIMEOUT_S, self.info["api_url"]
+                )
                 return False
             self._restart_dead()
             self.stop.wait(0.5)
@@ -181,7 +192,11 @@ class Stack:
                 continue
             logger.error("%s exited with %s", child.name, child.proc.returncode)
             if len(child.restarts) == MAX_RESTARTS and now - child.restarts[0] < 60:
-                logger.error("%s restarted %d times in a minute; stopping the stack", child.name, MAX_RESTARTS)
+                logger.error(
+                    "%s restarted %d times in a minute; stopping the stack",
+                    child.name,
+                    MAX_RESTARTS,
+                )
                 self.stop.set()
                 return False
             child.restarts.append(now)
@@ -196,7 +211,9 @@ class Stack:
         deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
         for child in reversed(self.children):
             if child.proc is not None:
-                stop_process(child.proc, signal.SIGTERM, timeout=max(0.1, deadline - time.monotonic()))
+                stop_process(
+                    child.proc, signal.SIGTERM, timeout=max(0.1, deadline - time.monotonic())
+                )
         if self.postgres is not None:
             self.postgres.stop()
         if self.broker is not None:

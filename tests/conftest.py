@@ -55,7 +55,10 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         from testcontainers.community.kafka import KafkaContainer
         from testcontainers.community.postgres import PostgresContainer
 
-        with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:17", driver=None) as pg:
+        with (
+            KafkaContainer().with_kraft() as kafka,
+            PostgresContainer("postgres:17", driver=None) as pg,
+        ):
             yield Infra(kafka.get_bootstrap_server(), pg.get_connection_url(), "containers")
         return
     from taskstream.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -87,7 +90,9 @@ def database_url(infra: Infra) -> Iterator[str]:
         migrate(db)
     yield url
     with psycopg.connect(infra.admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture

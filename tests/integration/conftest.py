@@ -27,11 +27,20 @@ class RunningApi:
     settings: Settings
     admin_token: str
 
-    def call(self, method: str, path: str, body: object | None = None, token: str | None = None,
-             raw: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, object]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: object | None = None,
+        token: str | None = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, object]:
         """One HTTP request; returns (status, parsed JSON body or text)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers=headers or {}
+        )
         if data is not None and "Content-Type" not in req.headers:
             req.add_header("Content-Type", "application/json")
         if token:
@@ -75,7 +84,9 @@ def running_api(make_settings) -> Iterator[RunningApi]:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, settings.api_host, settings.api_port).start())
+            loop.run_until_complete(
+                web.TCPSite(runner, settings.api_host, settings.api_port).start()
+            )
         except BaseException as exc:  # surface start-up failures in the test, not a hang
             failure.append(exc)
             started.set()
@@ -88,8 +99,11 @@ def running_api(make_settings) -> Iterator[RunningApi]:
     assert started.wait(60), "API did not start"
     if failure:
         raise failure[0]
-    yield RunningApi(f"http://{settings.api_host}:{settings.api_port}", settings,
-                     settings.admin_token.get_secret_value())
+    yield RunningApi(
+        f"http://{settings.api_host}:{settings.api_port}",
+        settings,
+        settings.admin_token.get_secret_value(),
+    )
     asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
@@ -101,6 +115,8 @@ def user_token(db: Database) -> str:
     """A user-role token for tenant `acme` (issue tokens through the API once it exists)."""
     token = new_token()
     with db.transaction() as conn:
-        conn.execute("INSERT INTO api_tokens (token_hash, role, tenant) VALUES (%s, 'user', 'acme')",
-                     (hash_token(token),))
+        conn.execute(
+            "INSERT INTO api_tokens (token_hash, role, tenant) VALUES (%s, 'user', 'acme')",
+            (hash_token(token),),
+        )
     return token

@@ -20,10 +20,15 @@ def fresh_topic(bootstrap: str, prefix: str, with_dlq: bool = True) -> TopicSpec
 
 def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Message]:
     """The first `count` messages of a topic (fewer if they do not arrive within `timeout`)."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"test-reader-{uuid.uuid4()}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False, "session.timeout.ms": 6000,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+        }
+    )
     consumer.subscribe([topic])
     found: list[Message] = []
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from streams.consumer import Delivery, RecordConsumer
 from streams.producer import RecordProducer
-from streams.records import CreateTask, TaskStatus, TaskStatusEvent, EventType
+from streams.records import CreateTask, EventType, TaskStatus, TaskStatusEvent
 from streams.registry import HttpSchemaRegistry
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
@@ -26,42 +26,68 @@ CATALOG = load_catalog()
 
 @pytest.fixture
 def confluent_registry(running_api):
-    client = SchemaRegistryClient({"url": running_api.url + "/schema-registry",
-                                   "basic.auth.user.info": f"admin:{running_api.admin_token}"})
+    client = SchemaRegistryClient(
+        {
+            "url": running_api.url + "/schema-registry",
+            "basic.auth.user.info": f"admin:{running_api.admin_token}",
+        }
+    )
     yield client
     client.close()
 
 
 @pytest.fixture
 def serde(running_api):
-    registry = HttpSchemaRegistry(running_api.url + "/schema-registry", f"admin:{running_api.admin_token}")
+    registry = HttpSchemaRegistry(
+        running_api.url + "/schema-registry", f"admin:{running_api.admin_token}"
+    )
     serde = AvroSerde(registry, CATALOG)
     serde.register_all()
     yield serde
     registry.close()
 
 
-def test_a_record_written_by_confluents_serializer_is_read_by_taskstream(bootstrap, confluent_registry, serde):
+def test_a_record_written_by_confluents_serializer_is_read_by_taskstream(
+    bootstrap, confluent_registry, serde
+):
     topic = fresh_topic(bootstrap, "interop-in")
     serializer = AvroSerializer(
-        confluent_registry, CATALOG.text("taskstream.commands.CreateTask"),
+        confluent_registry,
+        CATALOG.text("taskstream.commands.CreateTask"),
         conf={"subject.name.strategy": record_subject_name_strategy},
     )
     sent = {
-        "command_id": uuid.uuid4(), "task_id": uuid.uuid4(), "issued_at": datetime(2026, 5, 1, 12, 0, tzinfo=UTC),
-        "tenant": "acme", "task_type": "GENERATION", "payload_json": '{"prompt": "a red circle"}',
-        "priority": 3, "provider_type": None, "idempotency_key": "k-1", "origin_instance": "production",
-        "origin_zone": "eu", "origin_version": None,
+        "command_id": uuid.uuid4(),
+        "task_id": uuid.uuid4(),
+        "issued_at": datetime(2026, 5, 1, 12, 0, tzinfo=UTC),
+        "tenant": "acme",
+        "task_type": "GENERATION",
+        "payload_json": '{"prompt": "a red circle"}',
+        "priority": 3,
+        "provider_type": None,
+        "idempotency_key": "k-1",
+        "origin_instance": "production",
+        "origin_zone": "eu",
+        "origin_version": None,
     }
     producer = Producer({"bootstrap.servers": bootstrap})
-    producer.produce(topic.name, key=str(sent["task_id"]),
-                     value=serializer(sent, SerializationContext(topic.name, MessageField.VALUE)))
+    producer.produce(
+        topic.name,
+        key=str(sent["task_id"]),
+        value=serializer(sent, SerializationContext(topic.name, MessageField.VALUE)),
+    )
     assert producer.flush(10) == 0
 
     received: list[Delivery] = []
     stop = threading.Event()
-    consumer = RecordConsumer(bootstrap, f"test-{uuid.uuid4()}", [topic], serde,
-                              lambda d: (received.append(d), stop.set()), RecordProducer(bootstrap, serde))
+    consumer = RecordConsumer(
+        bootstrap,
+        f"test-{uuid.uuid4()}",
+        [topic],
+        serde,
+        lambda d: (received.append(d), stop.set()),
+        RecordProducer(bootstrap, serde),
+    )
     thread = threading.Thread(target=consumer.run, args=(stop,))
     thread.start()
     thread.join(60)
@@ -70,12 +96,20 @@ def test_a_record_written_by_confluents_serializer_is_read_by_taskstream(bootstr
     assert received[0].key == str(sent["task_id"])
 
 
-def test_a_record_written_by_taskstream_is_read_by_confluents_deserializer(bootstrap, confluent_registry, serde):
+def test_a_record_written_by_taskstream_is_read_by_confluents_deserializer(
+    bootstrap, confluent_registry, serde
+):
     topic = fresh_topic(bootstrap, "interop-out")
     event = TaskStatusEvent(
-        event_type=EventType.TASK_STATUS, task_id=uuid.uuid4(), status=TaskStatus.EXECUTING,
-        timestamp=datetime(2026, 5, 1, 12, 0, 1, tzinfo=UTC), origin_instance="staging", task_type="GENERATION",
-        progress=12.5, started_at=datetime(2026, 5, 1, 12, 0, tzinfo=UTC), metadata={"trace": "abc"},
+        event_type=EventType.TASK_STATUS,
+        task_id=uuid.uuid4(),
+        status=TaskStatus.EXECUTING,
+        timestamp=datetime(2026, 5, 1, 12, 0, 1, tzinfo=UTC),
+        origin_instance="staging",
+        task_type="GENERATION",
+        progress=12.5,
+        started_at=datetime(2026, 5, 1, 12, 0, tzinfo=UTC),
+        metadata={"trace": "abc"},
     )
     producer = RecordProducer(bootstrap, serde)
     producer.send(topic, str(event.task_id), event)
@@ -84,7 +118,11 @@ def test_a_record_written_by_taskstream_is_read_by_confluents_deserializer(boots
     [msg] = read_topic(bootstrap, topic.name, 1)
     deserializer = AvroDeserializer(confluent_registry)
     value = deserializer(msg.value(), SerializationContext(topic.name, MessageField.VALUE))
-    assert value["status"] == "EXECUTING" and value["progress"] == 12.5 and value["metadata"] == {"trace": "abc"}
+    assert (
+        value["status"] == "EXECUTING"
+        and value["progress"] == 12.5
+        and value["metadata"] == {"trace": "abc"}
+    )
     assert TaskStatusEvent.model_validate(value) == event
 
 

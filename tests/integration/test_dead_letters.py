@@ -26,7 +26,9 @@ def serde(db) -> AvroSerde:
 
 
 def _cancel(reason: str | None = None) -> CancelTask:
-    return CancelTask(command_id=uuid.uuid4(), task_id=uuid.uuid4(), issued_at=datetime.now(UTC), reason=reason)
+    return CancelTask(
+        command_id=uuid.uuid4(), task_id=uuid.uuid4(), issued_at=datetime.now(UTC), reason=reason
+    )
 
 
 def test_poison_goes_to_the_dlq_and_good_records_still_flow(bootstrap, serde):
@@ -68,7 +70,9 @@ def test_poison_goes_to_the_dlq_and_good_records_still_flow(bootstrap, serde):
     assert headers[2]["dlq.error"] == "cancel reason is not allowed"
     assert headers[2]["dlq.error.type"] == "PoisonMessage"
     assert [h["dlq.source.offset"] for h in headers] == ["1", "2", "3"]
-    assert all(h["dlq.source.topic"] == topic.name and h["dlq.consumer.group"] == group for h in headers)
+    assert all(
+        h["dlq.source.topic"] == topic.name and h["dlq.consumer.group"] == group for h in headers
+    )
 
 
 def test_handled_offsets_are_committed_so_a_restart_does_not_replay(bootstrap, serde):
@@ -88,8 +92,10 @@ def test_handled_offsets_are_committed_so_a_restart_does_not_replay(bootstrap, s
             if len(seen) == expected:
                 stop.set()
 
-        thread = threading.Thread(target=RecordConsumer(bootstrap, group, [topic], serde, handle, producer).run,
-                                  args=(stop,))
+        thread = threading.Thread(
+            target=RecordConsumer(bootstrap, group, [topic], serde, handle, producer).run,
+            args=(stop,),
+        )
         thread.start()
         thread.join(60)
         return seen
@@ -97,4 +103,6 @@ def test_handled_offsets_are_committed_so_a_restart_does_not_replay(bootstrap, s
     assert consume_until(1) == [first]
     producer.send(topic, "b", second)
     producer.flush()
-    assert consume_until(1) == [second], "the second member of the group resumes after the committed offset"
+    assert consume_until(1) == [second], (
+        "the second member of the group resumes after the committed offset"
+    )

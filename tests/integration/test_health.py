@@ -27,11 +27,16 @@ def _wait_for(api, status: int, timeout: float = 60.0) -> dict:
 @pytest.fixture
 def members(running_api):
     settings = running_api.settings.model_copy(
-        update={"schema_registry_url": running_api.url + "/schema-registry",
-                "schema_registry_basic_auth": SecretStr(running_api.settings.registry_auth())}
+        update={
+            "schema_registry_url": running_api.url + "/schema-registry",
+            "schema_registry_basic_auth": SecretStr(running_api.settings.registry_auth()),
+        }
     )
-    processes = [create_processors(settings), create_worker(settings, WorkerKind.INFERENCE),
-                 create_worker(settings, WorkerKind.TRAINING)]
+    processes = [
+        create_processors(settings),
+        create_worker(settings, WorkerKind.INFERENCE),
+        create_worker(settings, WorkerKind.TRAINING),
+    ]
     stop = threading.Event()
     threads = [threading.Thread(target=p.run, args=(stop,)) for p in processes]
     for thread in threads:

@@ -12,7 +12,9 @@ def test_migrations_apply_once(db):
     # The fixture already migrated this database: a second run is a no-op.
     assert migrate(db) == []
     with db.transaction() as conn:
-        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        versions = [
+            r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")
+        ]
     assert versions == [m.version for m in available()]
 
 

@@ -9,11 +9,28 @@ import pytest
 from state.registry_store import RegistryStore
 from streams.registry import HttpSchemaRegistry, RegistryError
 
-V1 = json.dumps({"type": "record", "name": "Thing", "namespace": "t", "fields": [{"name": "a", "type": "int"}]})
-V2 = json.dumps({"type": "record", "name": "Thing", "namespace": "t",
-                 "fields": [{"name": "a", "type": "int"}, {"name": "b", "type": ["null", "string"], "default": None}]})
-BREAKING = json.dumps({"type": "record", "name": "Thing", "namespace": "t",
-                       "fields": [{"name": "a", "type": "int"}, {"name": "c", "type": "string"}]})
+V1 = json.dumps(
+    {"type": "record", "name": "Thing", "namespace": "t", "fields": [{"name": "a", "type": "int"}]}
+)
+V2 = json.dumps(
+    {
+        "type": "record",
+        "name": "Thing",
+        "namespace": "t",
+        "fields": [
+            {"name": "a", "type": "int"},
+            {"name": "b", "type": ["null", "string"], "default": None},
+        ],
+    }
+)
+BREAKING = json.dumps(
+    {
+        "type": "record",
+        "name": "Thing",
+        "namespace": "t",
+        "fields": [{"name": "a", "type": "int"}, {"name": "c", "type": "string"}],
+    }
+)
 
 
 @pytest.fixture(params=["postgres-store", "http"])
@@ -67,12 +84,21 @@ def test_an_unknown_id_and_an_invalid_schema_are_errors(registry):
 
 def test_rest_subject_versions_and_latest(running_api):
     api, token = running_api, running_api.admin_token
-    status, body = api.call("POST", "/schema-registry/subjects/t.Thing/versions", {"schema": V1}, token)
+    status, body = api.call(
+        "POST", "/schema-registry/subjects/t.Thing/versions", {"schema": V1}, token
+    )
     assert status == 200 and isinstance(body["id"], int)
     api.call("POST", "/schema-registry/subjects/t.Thing/versions", {"schema": V2}, token)
-    assert api.call("GET", "/schema-registry/subjects/t.Thing/versions", token=token) == (200, [1, 2])
-    status, latest = api.call("GET", "/schema-registry/subjects/t.Thing/versions/latest", token=token)
-    assert status == 200 and latest["version"] == 2 and json.loads(latest["schema"]) == json.loads(V2)
+    assert api.call("GET", "/schema-registry/subjects/t.Thing/versions", token=token) == (
+        200,
+        [1, 2],
+    )
+    status, latest = api.call(
+        "GET", "/schema-registry/subjects/t.Thing/versions/latest", token=token
+    )
+    assert (
+        status == 200 and latest["version"] == 2 and json.loads(latest["schema"]) == json.loads(V2)
+    )
     status, subjects = api.call("GET", "/schema-registry/subjects", token=token)
     assert "t.Thing" in subjects and "taskstream.commands.CreateTask" in subjects
 
@@ -81,20 +107,45 @@ def test_rest_compatibility_check(running_api):
     api, token = running_api, running_api.admin_token
     api.call("POST", "/schema-registry/subjects/t.Thing/versions", {"schema": V1}, token)
     path = "/schema-registry/compatibility/subjects/t.Thing/versions/latest?verbose=true"
-    assert api.call("POST", path, {"schema": V2}, token) == (200, {"is_compatible": True, "messages": []})
+    assert api.call("POST", path, {"schema": V2}, token) == (
+        200,
+        {"is_compatible": True, "messages": []},
+    )
     status, body = api.call("POST", path, {"schema": BREAKING}, token)
-    assert status == 200 and body["is_compatible"] is False and "c: new field has no default" in body["messages"][0]
+    assert (
+        status == 200
+        and body["is_compatible"] is False
+        and "c: new field has no default" in body["messages"][0]
+    )
 
 
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "code"),
     [
         ("GET", "/schema-registry/subjects/nope/versions", None, 404, 40401),
-        ("GET", "/schema-registry/subjects/taskstream.commands.CreateTask/versions/99", None, 404, 40402),
-        ("GET", "/schema-registry/subjects/taskstream.commands.CreateTask/versions/zero", None, 422, 42202),
+        (
+            "GET",
+            "/schema-registry/subjects/taskstream.commands.CreateTask/versions/99",
+            None,
+            404,
+            40402,
+        ),
+        (
+            "GET",
+            "/schema-registry/subjects/taskstream.commands.CreateTask/versions/zero",
+            None,
+            422,
+            42202,
+        ),
         ("GET", "/schema-registry/schemas/ids/424242", None, 404, 40403),
         ("POST", "/schema-registry/subjects/x/versions", {"schema": "not json"}, 422, 42201),
-        ("POST", "/schema-registry/subjects/x/versions", {"schema": V1, "schemaType": "PROTOBUF"}, 422, 42201),
+        (
+            "POST",
+            "/schema-registry/subjects/x/versions",
+            {"schema": V1, "schemaType": "PROTOBUF"},
+            422,
+            42201,
+        ),
         ("POST", "/schema-registry/subjects/x/versions", ["wrong shape"], 422, 42201),
     ],
 )
@@ -107,5 +158,7 @@ def test_rest_needs_a_token_and_registration_needs_admin(running_api, user_token
     assert running_api.call("GET", "/schema-registry/subjects")[0] == 401
     assert running_api.call("GET", "/schema-registry/subjects", token="forged")[0] == 401
     assert running_api.call("GET", "/schema-registry/subjects", token=user_token)[0] == 200
-    status, body = running_api.call("POST", "/schema-registry/subjects/t.X/versions", {"schema": V1}, user_token)
+    status, body = running_api.call(
+        "POST", "/schema-registry/subjects/t.X/versions", {"schema": V1}, user_token
+    )
     assert status == 403 and body["error_code"] == 40301

@@ -20,8 +20,13 @@ from taskstream.embedded import free_port
 
 pytestmark = pytest.mark.slow
 
-INFRA_VARS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SCHEMA_REGISTRY_URL", "SCHEMA_REGISTRY_BASIC_AUTH",
-              "TASKSTREAM_ADMIN_TOKEN")
+INFRA_VARS = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "DATABASE_URL",
+    "SCHEMA_REGISTRY_URL",
+    "SCHEMA_REGISTRY_BASIC_AUTH",
+    "TASKSTREAM_ADMIN_TOKEN",
+)
 
 
 def _get(url: str, token: str | None = None) -> int:
@@ -40,8 +45,13 @@ def stack(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if k not in INFRA_VARS}
     env.update(TASKSTREAM_DATA_DIR=str(tmp_path / "data"), TASKSTREAM_API_PORT=str(free_port()))
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "taskstream", "up"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskstream", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     stack_file = tmp_path / "data" / "stack.json"
     deadline = started + 150
     while not stack_file.exists():
@@ -60,7 +70,11 @@ def stack(tmp_path: Path):
 def _all_gone(pids: list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = [
+            p
+            for p in pids
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)

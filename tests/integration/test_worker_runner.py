@@ -18,8 +18,14 @@ from tests.integration.kafka_helpers import fresh_topic, read_topic
 
 
 def _job(provider: str | None) -> InferenceJob:
-    return InferenceJob(job_id=uuid.uuid4(), task_id=uuid.uuid4(), task_type="GENERATION", provider_type=provider,
-                        payload_json='{"prompt": "hi"}', enqueued_at=datetime.now(UTC))
+    return InferenceJob(
+        job_id=uuid.uuid4(),
+        task_id=uuid.uuid4(),
+        task_type="GENERATION",
+        provider_type=provider,
+        payload_json='{"prompt": "hi"}',
+        enqueued_at=datetime.now(UTC),
+    )
 
 
 def test_jobs_are_reported_completed_or_failed_with_a_reason(bootstrap, db):
@@ -31,8 +37,12 @@ def test_jobs_are_reported_completed_or_failed_with_a_reason(bootstrap, db):
         producer.send(jobs, str(job.task_id), job)
     producer.flush()
 
-    runner = JobRunner(WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports), "w-1", producer,
-                       {"echo": lambda job: {"echoed": json.loads(job.payload_json)["prompt"]}})
+    runner = JobRunner(
+        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports),
+        "w-1",
+        producer,
+        {"echo": lambda job: {"echoed": json.loads(job.payload_json)["prompt"]}},
+    )
     stop = threading.Event()
     consumer = RecordConsumer(bootstrap, f"test-{uuid.uuid4()}", [jobs], serde, runner, producer)
     thread = threading.Thread(target=consumer.run, args=(stop,))
@@ -43,9 +53,16 @@ def test_jobs_are_reported_completed_or_failed_with_a_reason(bootstrap, db):
 
     done, failed = (serde.deserialize(m.value()) for m in messages)
     assert (done.task_id, done.status, done.progress, json.loads(done.result_json)) == (
-        ok.task_id, TaskStatus.COMPLETED, 100.0, {"echoed": "hi"})
+        ok.task_id,
+        TaskStatus.COMPLETED,
+        100.0,
+        {"echoed": "hi"},
+    )
     assert (failed.task_id, failed.status, failed.error_category) == (
-        unknown.task_id, TaskStatus.FAILED, ErrorCategory.PROVIDER)
+        unknown.task_id,
+        TaskStatus.FAILED,
+        ErrorCategory.PROVIDER,
+    )
     assert "no executor for provider 'nonexistent'" in failed.error_message
     assert [m.key().decode() for m in messages] == [str(ok.task_id), str(unknown.task_id)]
     assert runner.completed == 1

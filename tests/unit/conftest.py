@@ -25,7 +25,11 @@ def _sample(annotation: Any, name: str) -> Any:
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):
         return list(annotation)[1]
     return {
-        str: f"sample-{name}", int: 7, float: 42.5, bool: True, uuid.UUID: uuid.uuid4(),
+        str: f"sample-{name}",
+        int: 7,
+        float: 42.5,
+        bool: True,
+        uuid.UUID: uuid.uuid4(),
         datetime: datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
     }[annotation]
 

@@ -17,7 +17,9 @@ OURS = {name: svc for name, svc in SERVICES.items() if svc.get("image") == "task
 
 def test_infrastructure_services_exist():
     assert {"kafka", "schema-registry", "postgres"} <= set(SERVICES)
-    assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller", "KRaft, no ZooKeeper"
+    assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller", (
+        "KRaft, no ZooKeeper"
+    )
 
 
 def test_all_four_taskstream_services_exist():
@@ -30,7 +32,12 @@ def test_service_environment_matches_the_settings(name):
     env = OURS[name]["environment"]
     unknown = set(env) - Settings.env_names()
     assert not unknown, f"{name} sets variables no settings class reads: {unknown}"
-    assert {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SCHEMA_REGISTRY_URL", "TASKSTREAM_ADMIN_TOKEN"} <= set(env)
+    assert {
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "DATABASE_URL",
+        "SCHEMA_REGISTRY_URL",
+        "TASKSTREAM_ADMIN_TOKEN",
+    } <= set(env)
     # The values must validate, too (placeholders aside).
     values = {k: (v if "${" not in str(v) else "x") for k, v in env.items()}
     Settings(**{_field(k): v for k, v in values.items()})
@@ -49,6 +56,9 @@ def test_workers_reserve_a_gpu(name):
 
 def _field(env_name: str) -> str:
     for name, field in Settings.model_fields.items():
-        if env_name in (f"TASKSTREAM_{name.upper()}", *getattr(field.validation_alias, "choices", ())):
+        if env_name in (
+            f"TASKSTREAM_{name.upper()}",
+            *getattr(field.validation_alias, "choices", ()),
+        ):
             return field.validation_alias.choices[0] if field.validation_alias else name
     raise KeyError(env_name)

@@ -19,26 +19,66 @@ from streams.schemas import load_catalog
 
 CATALOG = load_catalog()
 
-ENVELOPE = {"entity_id", "event_type", "metadata", "origin_instance", "origin_version", "origin_zone", "status",
-            "task_id", "timestamp"}
+ENVELOPE = {
+    "entity_id",
+    "event_type",
+    "metadata",
+    "origin_instance",
+    "origin_version",
+    "origin_zone",
+    "status",
+    "task_id",
+    "timestamp",
+}
 SEED_EVENTS = {
     "taskstream.events.TaskCreatedEvent": ENVELOPE | {"created_at", "task_type", "total_steps"},
-    "taskstream.events.TaskStatusEvent": ENVELOPE | {"completed_at", "error_category", "error_message", "progress",
-                                                     "started_at", "task_type"},
-    "taskstream.events.InferenceStatusEvent": ENVELOPE | {"backend_generation_id", "backend_prediction_id",
-                                                          "completed_at", "error_message", "prompt_id",
-                                                          "refined_image_path", "result_image_path"},
-    "taskstream.events.PreprocessingStatusEvent": ENVELOPE | {"completed_at", "current_stage", "error_message",
-                                                              "processed_dataset_path", "processed_files_count",
-                                                              "progress", "total_files_count"},
-    "taskstream.events.TrainingStatusEvent": ENVELOPE | {"completed_at", "current_step", "error_message",
-                                                         "eta_seconds", "local_model_path", "progress",
-                                                         "total_steps"},
+    "taskstream.events.TaskStatusEvent": ENVELOPE
+    | {"completed_at", "error_category", "error_message", "progress", "started_at", "task_type"},
+    "taskstream.events.InferenceStatusEvent": ENVELOPE
+    | {
+        "backend_generation_id",
+        "backend_prediction_id",
+        "completed_at",
+        "error_message",
+        "prompt_id",
+        "refined_image_path",
+        "result_image_path",
+    },
+    "taskstream.events.PreprocessingStatusEvent": ENVELOPE
+    | {
+        "completed_at",
+        "current_stage",
+        "error_message",
+        "processed_dataset_path",
+        "processed_files_count",
+        "progress",
+        "total_files_count",
+    },
+    "taskstream.events.TrainingStatusEvent": ENVELOPE
+    | {
+        "completed_at",
+        "current_step",
+        "error_message",
+        "eta_seconds",
+        "local_model_path",
+        "progress",
+        "total_steps",
+    },
 }
 # Fields the seed renders as a plain type (not a union): they must not be nullable.
 SEED_REQUIRED = {
-    "event_type", "status", "task_id", "created_at", "task_type", "total_steps", "progress",
-    "backend_generation_id", "backend_prediction_id", "processed_files_count", "total_files_count", "current_step",
+    "event_type",
+    "status",
+    "task_id",
+    "created_at",
+    "task_type",
+    "total_steps",
+    "progress",
+    "backend_generation_id",
+    "backend_prediction_id",
+    "processed_files_count",
+    "total_files_count",
+    "current_step",
 }
 
 
@@ -56,9 +96,15 @@ def test_seed_events_have_exactly_the_seed_fields(name):
 
 
 def test_task_status_event_status_is_the_task_status_enum():
-    status = next(f for f in CATALOG.raw["taskstream.events.TaskStatusEvent"]["fields"] if f["name"] == "status")
+    status = next(
+        f
+        for f in CATALOG.raw["taskstream.events.TaskStatusEvent"]["fields"]
+        if f["name"] == "status"
+    )
     assert status["type"]["type"] == "enum"
-    assert {"PENDING", "EXECUTING", "COMPLETED", "FAILED", "CANCELLED"} <= set(status["type"]["symbols"])
+    assert {"PENDING", "EXECUTING", "COMPLETED", "FAILED", "CANCELLED"} <= set(
+        status["type"]["symbols"]
+    )
 
 
 def _strip_optional(annotation: Any) -> tuple[Any, bool]:
@@ -84,7 +130,14 @@ def _expected_python(avro_type: Any) -> Any:
         if kind == "map":
             return dict[str, _expected_python(avro_type["values"])]
         return _expected_python(kind)
-    return {"string": str, "int": int, "long": int, "double": float, "float": float, "boolean": bool}[avro_type]
+    return {
+        "string": str,
+        "int": int,
+        "long": int,
+        "double": float,
+        "float": float,
+        "boolean": bool,
+    }[avro_type]
 
 
 def _describe(annotation: Any) -> Any:
@@ -110,7 +163,9 @@ def test_model_agrees_with_schema(name):
     model: type[Record] = RECORD_TYPES[name]
     schema = CATALOG.raw[name]
     enums = _enum_defs(schema, {})
-    assert list(model.model_fields) == [f["name"] for f in schema["fields"]], "same fields, same order"
+    assert list(model.model_fields) == [f["name"] for f in schema["fields"]], (
+        "same fields, same order"
+    )
     for field in schema["fields"]:
         info = model.model_fields[field["name"]]
         avro_type = field["type"]
@@ -125,7 +180,9 @@ def test_model_agrees_with_schema(name):
         if "default" in field:
             assert info.default == field["default"], f"{field['name']}: default differs"
         else:
-            assert info.default is PydanticUndefined, f"{field['name']}: model has a default the schema lacks"
+            assert info.default is PydanticUndefined, (
+                f"{field['name']}: model has a default the schema lacks"
+            )
 
 
 @pytest.mark.parametrize("name", sorted(CATALOG.names))
@@ -137,4 +194,6 @@ def test_enums_have_a_default_symbol_so_they_can_grow(name):
 @pytest.mark.parametrize("name", sorted(CATALOG.names))
 def test_schemas_parse_and_accept_a_model_instance(name, sample_record):
     record = sample_record(RECORD_TYPES[name])
-    assert fastavro.validation.validate(record.model_dump(), CATALOG.parsed(name), raise_errors=True)
+    assert fastavro.validation.validate(
+        record.model_dump(), CATALOG.parsed(name), raise_errors=True
+    )

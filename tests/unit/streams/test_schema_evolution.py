@@ -32,7 +32,9 @@ def test_current_schema_reads_data_written_with_the_released_one(name):
     sample = make_sample(RECORD_TYPES[name]).model_dump()
     released_fields = {f["name"] for f in released["fields"]}
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, RELEASED.parsed(name), {k: v for k, v in sample.items() if k in released_fields})
+    fastavro.schemaless_writer(
+        buf, RELEASED.parsed(name), {k: v for k, v in sample.items() if k in released_fields}
+    )
     buf.seek(0)
     decoded = fastavro.schemaless_reader(buf, RELEASED.parsed(name), CURRENT.parsed(name))
     RECORD_TYPES[name].model_validate(decoded)
@@ -48,13 +50,26 @@ STATUS = {"type": "enum", "name": "S", "symbols": ["UNKNOWN", "A", "B"], "defaul
 @pytest.mark.parametrize(
     ("reader", "writer", "problem"),
     [
-        (_record({"name": "a", "type": "int"}, {"name": "b", "type": "string"}), _record({"name": "a", "type": "int"}),
-         "new field has no default"),
-        (_record({"name": "a", "type": "int"}), _record({"name": "a", "type": "string"}), "cannot be read as int"),
-        (_record({"name": "a", "type": "int"}), _record({"name": "a", "type": ["null", "int"]}),
-         "cannot be read as int"),
-        (_record({"name": "s", "type": {**STATUS, "symbols": ["A"], "default": None}}),
-         _record({"name": "s", "type": STATUS}), "unknown to the reader"),
+        (
+            _record({"name": "a", "type": "int"}, {"name": "b", "type": "string"}),
+            _record({"name": "a", "type": "int"}),
+            "new field has no default",
+        ),
+        (
+            _record({"name": "a", "type": "int"}),
+            _record({"name": "a", "type": "string"}),
+            "cannot be read as int",
+        ),
+        (
+            _record({"name": "a", "type": "int"}),
+            _record({"name": "a", "type": ["null", "int"]}),
+            "cannot be read as int",
+        ),
+        (
+            _record({"name": "s", "type": {**STATUS, "symbols": ["A"], "default": None}}),
+            _record({"name": "s", "type": STATUS}),
+            "unknown to the reader",
+        ),
     ],
 )
 def test_incompatible_changes_are_caught(reader, writer, problem):
@@ -66,12 +81,26 @@ def test_incompatible_changes_are_caught(reader, writer, problem):
 @pytest.mark.parametrize(
     ("reader", "writer"),
     [
-        (_record({"name": "a", "type": "int"}, {"name": "b", "type": ["null", "string"], "default": None}),
-         _record({"name": "a", "type": "int"})),
+        (
+            _record(
+                {"name": "a", "type": "int"},
+                {"name": "b", "type": ["null", "string"], "default": None},
+            ),
+            _record({"name": "a", "type": "int"}),
+        ),
         (_record({"name": "a", "type": "long"}), _record({"name": "a", "type": "int"})),
-        (_record({"name": "a", "type": ["null", "int"], "default": None}), _record({"name": "a", "type": "int"})),
-        (_record({"name": "s", "type": {**STATUS, "symbols": ["UNKNOWN", "A"]}}), _record({"name": "s", "type": STATUS})),
-        (_record({"name": "a", "type": "int"}), _record({"name": "a", "type": "int"}, {"name": "gone", "type": "int"})),
+        (
+            _record({"name": "a", "type": ["null", "int"], "default": None}),
+            _record({"name": "a", "type": "int"}),
+        ),
+        (
+            _record({"name": "s", "type": {**STATUS, "symbols": ["UNKNOWN", "A"]}}),
+            _record({"name": "s", "type": STATUS}),
+        ),
+        (
+            _record({"name": "a", "type": "int"}),
+            _record({"name": "a", "type": "int"}, {"name": "gone", "type": "int"}),
+        ),
     ],
 )
 def test_compatible_changes_pass(reader, writer):

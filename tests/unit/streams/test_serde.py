@@ -8,7 +8,6 @@ import json
 import struct
 
 import fastavro
-
 import pytest
 
 from streams.records import RECORD_TYPES, TaskStatus, WorkerReport
@@ -26,12 +25,9 @@ class MemoryRegistry:
         self.subjects: dict[str, list[int]] = {}
 
     def register(self, subject: str, schema: str) -> int:
-        for schema_id, text in self.by_id.items():
-            if text == schema:
-                break
-        else:
-            schema_id = len(self.by_id) + 1
-            self.by_id[schema_id] = schema
+        existing = [i for i, text in self.by_id.items() if text == schema]
+        schema_id = existing[0] if existing else len(self.by_id) + 1
+        self.by_id[schema_id] = schema
         self.subjects.setdefault(subject, []).append(schema_id)
         return schema_id
 
@@ -77,7 +73,9 @@ def test_a_newer_writers_extra_field_is_ignored(registry):
     record = make_sample(WorkerReport, status=TaskStatus.COMPLETED)
     buf = io.BytesIO(struct.pack(">bI", 0, schema_id))
     buf.seek(5)
-    fastavro.schemaless_writer(buf, newer_catalog.parsed(name), {**record.model_dump(), "gpu_seconds": 1.5})
+    fastavro.schemaless_writer(
+        buf, newer_catalog.parsed(name), {**record.model_dump(), "gpu_seconds": 1.5}
+    )
     assert AvroSerde(registry, catalog).deserialize(buf.getvalue()) == record
 
 
@@ -104,6 +102,8 @@ def test_a_truncated_body_is_a_serialization_error(serde):
 
 
 def test_a_record_taskstream_does_not_read_is_refused(serde, registry):
-    schema_id = registry.register("other", json.dumps({"type": "record", "name": "Alien", "fields": []}))
+    schema_id = registry.register(
+        "other", json.dumps({"type": "record", "name": "Alien", "fields": []})
+    )
     with pytest.raises(SerializationError, match="Alien .* not one taskstream reads"):
         serde.deserialize(struct.pack(">bI", 0, schema_id))

@@ -18,7 +18,17 @@ def test_heartbeats_are_compacted_by_worker():
 
 
 def test_design_card_topics_exist():
-    for name in ["tasks.commands", "tasks.events", "inference.jobs", "training.jobs", "inference.status",
-                 "training.status", "preprocessing.status", "workflows.commands", "workflows.events",
-                 "workers.heartbeats", "webhooks.retry"]:
+    for name in [
+        "tasks.commands",
+        "tasks.events",
+        "inference.jobs",
+        "training.jobs",
+        "inference.status",
+        "training.status",
+        "preprocessing.status",
+        "workflows.commands",
+        "workflows.events",
+        "workers.heartbeats",
+        "webhooks.retry",
+    ]:
         by_name(name)
