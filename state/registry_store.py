@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import fastavro
+import psycopg
+from psycopg import sql
 
 from state.db import Database
 from streams.compat import backward_problems
@@ -77,6 +78,16 @@ def normalise(schema_text: str) -> tuple[str, str]:
     return compact, hashlib.sha256((canonical + "\0" + compact).encode()).hexdigest()
 
 
+# The (subject, version) rows with their schemas; callers add one of the fixed conditions below.
+_VERSIONS = sql.SQL(
+    "SELECT v.version, v.schema_id, s.schema_text FROM registry_versions v"
+    " JOIN registry_schemas s ON s.id = v.schema_id WHERE v.subject = %s AND "
+)
+_BY_FINGERPRINT = sql.SQL("s.fingerprint = %s")
+_BY_VERSION = sql.SQL("v.version = %s")
+_LATEST = sql.SQL("TRUE ORDER BY v.version DESC LIMIT 1")
+
+
 class RegistryStore:
     """Postgres-backed registry; also a `streams.registry.SchemaRegistry` for in-process use."""
 
@@ -88,16 +99,10 @@ class RegistryStore:
         with self._db.transaction() as conn:
             # One registration per subject at a time, so versions stay dense and ordered.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"registry:{subject}",))
-            row = (
-                conn.execute(
-                    "SELECT v.schema_id FROM registry_versions v JOIN registry_schemas s ON s.id = v.schema_id"
-                    " WHERE v.subject = %s AND s.fingerprint = %s",
-                    (subject, fingerprint),
-                )
-            ).fetchone()
-            if row:
-                return row[0]
-            latest = self._latest(conn, subject)
+            existing = _find(conn, subject, _BY_FINGERPRINT, fingerprint)
+            if existing is not None:
+                return existing.schema_id
+            latest = _find(conn, subject, _LATEST)
             if latest is not None:
                 problems = backward_problems(json.loads(compact), json.loads(latest.schema))
                 if problems:
@@ -105,15 +110,13 @@ class RegistryStore:
                         f"schema is not backward compatible with {subject} v{latest.version}: "
                         + "; ".join(problems)
                     )
-            schema_id = (
-                (
-                    conn.execute(
-                        "INSERT INTO registry_schemas (fingerprint, schema_text) VALUES (%s, %s)"
-                        " ON CONFLICT (fingerprint) DO UPDATE SET fingerprint = EXCLUDED.fingerprint RETURNING id",
-                        (fingerprint, compact),
-                    )
-                ).fetchone()
-            )[0]
+            # Another subject may hold the same schema already: it keeps its id.
+            (schema_id,) = conn.execute(
+                "INSERT INTO registry_schemas (fingerprint, schema_text) VALUES (%s, %s)"
+                " ON CONFLICT (fingerprint) DO UPDATE SET fingerprint = EXCLUDED.fingerprint"
+                " RETURNING id",
+                (fingerprint, compact),
+            ).fetchone()
             conn.execute(
                 "INSERT INTO registry_versions (subject, version, schema_id) VALUES (%s, %s, %s)",
                 (subject, (latest.version if latest else 0) + 1, schema_id),
@@ -124,20 +127,16 @@ class RegistryStore:
         """The subject's version holding exactly this schema."""
         _, fingerprint = normalise(schema_text)
         with self._db.transaction() as conn:
-            row = conn.execute(
-                "SELECT v.version, v.schema_id, s.schema_text FROM registry_versions v"
-                " JOIN registry_schemas s ON s.id = v.schema_id WHERE v.subject = %s AND s.fingerprint = %s",
-                (subject, fingerprint),
-            ).fetchone()
-        if row is None:
+            found = _find(conn, subject, _BY_FINGERPRINT, fingerprint)
+        if found is None:
             self.versions(subject)  # raises SubjectNotFound when the subject is unknown
             raise SchemaNotFound(f"schema not registered under {subject}")
-        return SubjectVersion(subject, *row)
+        return found
 
     def schema_by_id(self, schema_id: int) -> str:
         with self._db.transaction() as conn:
-            row = (
-                conn.execute("SELECT schema_text FROM registry_schemas WHERE id = %s", (schema_id,))
+            row = conn.execute(
+                "SELECT schema_text FROM registry_schemas WHERE id = %s", (schema_id,)
             ).fetchone()
         if row is None:
             raise SchemaNotFound(f"schema {schema_id} not found")
@@ -145,18 +144,16 @@ class RegistryStore:
 
     def subjects(self) -> list[str]:
         with self._db.transaction() as conn:
-            rows = (
-                conn.execute("SELECT DISTINCT subject FROM registry_versions ORDER BY subject")
+            rows = conn.execute(
+                "SELECT DISTINCT subject FROM registry_versions ORDER BY subject"
             ).fetchall()
         return [r[0] for r in rows]
 
     def versions(self, subject: str) -> list[int]:
         with self._db.transaction() as conn:
-            rows = (
-                conn.execute(
-                    "SELECT version FROM registry_versions WHERE subject = %s ORDER BY version",
-                    (subject,),
-                )
+            rows = conn.execute(
+                "SELECT version FROM registry_versions WHERE subject = %s ORDER BY version",
+                (subject,),
             ).fetchall()
         if not rows:
             raise SubjectNotFound(f"subject {subject} not found")
@@ -166,9 +163,9 @@ class RegistryStore:
         """`version` is a number or "latest" (also -1, as Confluent accepts)."""
         with self._db.transaction() as conn:
             if version in ("latest", -1, "-1"):
-                found = self._latest(conn, subject)
+                found = _find(conn, subject, _LATEST)
             else:
-                found = self._exact(conn, subject, _version_number(version))
+                found = _find(conn, subject, _BY_VERSION, _version_number(version))
         if found is None:
             self.versions(subject)  # raises SubjectNotFound when the subject is unknown
             raise VersionNotFound(f"version {version} of {subject} not found")
@@ -182,25 +179,12 @@ class RegistryStore:
         problems = backward_problems(json.loads(compact), json.loads(existing.schema))
         return not problems, problems
 
-    def _latest(self, conn: Any, subject: str) -> SubjectVersion | None:
-        row = (
-            conn.execute(
-                "SELECT v.version, v.schema_id, s.schema_text FROM registry_versions v"
-                " JOIN registry_schemas s ON s.id = v.schema_id WHERE v.subject = %s ORDER BY v.version DESC LIMIT 1",
-                (subject,),
-            )
-        ).fetchone()
-        return SubjectVersion(subject, *row) if row else None
 
-    def _exact(self, conn: Any, subject: str, version: int) -> SubjectVersion | None:
-        row = (
-            conn.execute(
-                "SELECT v.version, v.schema_id, s.schema_text FROM registry_versions v"
-                " JOIN registry_schemas s ON s.id = v.schema_id WHERE v.subject = %s AND v.version = %s",
-                (subject, version),
-            )
-        ).fetchone()
-        return SubjectVersion(subject, *row) if row else None
+def _find(
+    conn: psycopg.Connection, subject: str, condition: sql.SQL, *params: object
+) -> SubjectVersion | None:
+    row = conn.execute(_VERSIONS + condition, (subject, *params)).fetchone()
+    return SubjectVersion(subject, *row) if row else None
 
 
 def _version_number(version: int | str) -> int:

@@ -115,10 +115,6 @@ class EmbeddedBroker:
         logger.info("embedded broker on %s (pid %d)", self.bootstrap, self._proc.pid)
         return self
 
-    @property
-    def process(self) -> subprocess.Popen | None:
-        return self._proc
-
     def stop(self) -> None:
         if self._proc is not None:
             stop_process(self._proc, signal.SIGTERM, timeout=5.0)
@@ -197,10 +193,6 @@ class EmbeddedPostgres:
         self._ensure_database()
         logger.info("embedded postgres on %s:%d (pid %d)", self.host, self.port, self._proc.pid)
         return self
-
-    @property
-    def process(self) -> subprocess.Popen | None:
-        return self._proc
 
     def stop(self) -> None:
         # SIGINT is Postgres's "fast shutdown": roll back clients, checkpoint, exit.
