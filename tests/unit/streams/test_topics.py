@@ -32,3 +32,10 @@ def test_design_card_topics_exist():
         "webhooks.retry",
     ]:
         by_name(name)
+
+
+def test_task_keyed_topics_are_co_partitioned():
+    """The task processor reads commands and worker reports together; a task's messages must
+    land on the same partition number in each, or two members would both own the task."""
+    keyed = [t for t in PRIMARY if t.key == "task_id"]
+    assert len({t.partitions for t in keyed}) == 1, {t.name: t.partitions for t in keyed}

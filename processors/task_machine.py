@@ -1,0 +1,419 @@
+"""The task state machine: the pure core of the task processor.
+
+`handle(state, message, now)` takes a task's current state (None when there is none) and one
+command or worker report, and returns a `Decision`: the new state, the events and jobs to
+publish, and (for commands) the outcome the API awaits. No I/O, no clocks, no randomness:
+the caller passes `now`, and ids of derived records (jobs) are uuid5 of their cause, so a
+replayed message produces records with the same ids and versions, which downstream
+consumers use to drop the duplicate.
+
+    PENDING -> EXECUTING -> COMPLETED | FAILED | CANCELLED
+    PENDING -> CANCELLED;  FAILED | CANCELLED -> PENDING (retry, retry_count + 1)
+    a retryable failure goes back to PENDING until `MAX_RETRIES`, then to the fallback
+    provider if the task names one, then FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from streams.records import (
+    CancelTask,
+    CleanupTask,
+    CommandOutcome,
+    CommandOutcomeKind,
+    CreateTask,
+    DeleteTask,
+    ErrorCategory,
+    EventType,
+    InferenceJob,
+    Record,
+    RetryTask,
+    TaskCreatedEvent,
+    TaskDeleted,
+    TaskStatus,
+    TaskStatusEvent,
+    TaskUpdated,
+    UpdateTask,
+    WorkerReport,
+)
+
+MAX_RETRIES = 2  # automatic retries of retryable failures, before the fallback provider
+TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.EXECUTING})
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.EXECUTING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    TaskStatus.EXECUTING: frozenset(
+        {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PENDING}
+    ),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),
+}
+# Columns of the task that an UpdateTask may set directly; everything else lands in `fields`.
+_COLUMN_UPDATES = frozenset({"priority", "progress", "retry_count", "provider_type"})
+_NAMESPACE = uuid.UUID("6f1f3e0e-2b7a-4c55-9a51-3d0f1c2e7b10")
+
+
+def derived_id(cause: UUID, what: str) -> UUID:
+    """A stable id for something caused by `cause` (same cause, same id)."""
+    return uuid.uuid5(_NAMESPACE, f"{cause}:{what}")
+
+
+def job_id(task_id: UUID, attempt: int) -> UUID:
+    return derived_id(task_id, f"job-{attempt}")
+
+
+@dataclass(frozen=True)
+class TaskState:
+    task_id: UUID
+    task_type: str
+    status: TaskStatus
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    tenant: str | None = None
+    priority: int = 0
+    provider_type: str | None = None
+    fallback_provider_type: str | None = None
+    on_fallback: bool = False
+    retry_count: int = 0
+    attempt: int = 1
+    progress: float = 0.0
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error_message: str | None = None
+    error_category: ErrorCategory | None = None
+    is_deleted: bool = False
+    deleted_at: datetime | None = None
+    idempotency_key: str | None = None
+    origin_instance: str | None = None
+    origin_zone: str | None = None
+    origin_version: str | None = None
+    payload_json: str = "{}"  # the create body as sent, for idempotent re-creates
+    fields: dict[str, Any] = field(default_factory=dict)  # type-specific and optional fields
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: TaskState | None
+    events: tuple[Record, ...] = ()
+    jobs: tuple[Record, ...] = ()
+    outcome: CommandOutcome | None = None
+
+
+Message = CreateTask | UpdateTask | CancelTask | RetryTask | DeleteTask | CleanupTask | WorkerReport
+
+
+def handle(state: TaskState | None, message: Message, now: datetime) -> Decision:
+    """Apply one command or worker report to a task's state."""
+    if isinstance(message, WorkerReport):
+        return _report(state, message, now)
+    if isinstance(message, CreateTask):
+        return _create(state, message, now)
+    if state is None or not _visible_to(state, message.tenant):
+        return _rejected(state, message, now, 404, f"task {message.task_id} not found")
+    handler = {
+        CancelTask: _cancel,
+        RetryTask: _retry,
+        UpdateTask: _update,
+        DeleteTask: _delete,
+        CleanupTask: _cleanup,
+    }[type(message)]
+    return handler(state, message, now)
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+def _create(state: TaskState | None, cmd: CreateTask, now: datetime) -> Decision:
+    if state is not None:
+        same = state.payload_json == cmd.payload_json and state.task_type == cmd.task_type
+        if cmd.idempotency_key is not None and state.idempotency_key == cmd.idempotency_key:
+            if same:
+                return Decision(state, outcome=_applied(cmd, state, now))
+            return _rejected(
+                state, cmd, now, 409, "Idempotency-Key was already used with a different body"
+            )
+        return _rejected(state, cmd, now, 409, f"task {cmd.task_id} already exists")
+    payload = json.loads(cmd.payload_json)
+    new = TaskState(
+        task_id=cmd.task_id,
+        task_type=cmd.task_type,
+        status=TaskStatus.PENDING,
+        version=1,
+        created_at=now,
+        updated_at=now,
+        tenant=cmd.tenant,
+        priority=cmd.priority,
+        provider_type=cmd.provider_type,
+        fallback_provider_type=payload.get("fallback_provider_type"),
+        idempotency_key=cmd.idempotency_key,
+        origin_instance=cmd.origin_instance,
+        origin_zone=cmd.origin_zone,
+        origin_version=cmd.origin_version,
+        payload_json=cmd.payload_json,
+        fields=payload,
+    )
+    created = TaskCreatedEvent(
+        **_envelope(new, now, EventType.TASK_CREATED),
+        status=TaskStatus.PENDING.value,
+        task_type=new.task_type,
+        created_at=now,
+        total_steps=1,
+    )
+    return Decision(new, (created,), (_job(new, now),), _applied(cmd, new, now))
+
+
+def _cancel(state: TaskState, cmd: CancelTask, now: datetime) -> Decision:
+    if state.status not in ACTIVE:
+        return _rejected(
+            state,
+            cmd,
+            now,
+            409,
+            f"cannot cancel a {state.status.value} task; only PENDING or EXECUTING tasks can be"
+            " cancelled",
+        )
+    new = _advance(state, now, status=TaskStatus.CANCELLED, completed_at=now)
+    return Decision(new, (_status_event(new, now),), outcome=_applied(cmd, new, now))
+
+
+def _retry(state: TaskState, cmd: RetryTask, now: datetime) -> Decision:
+    if state.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        return _rejected(
+            state,
+            cmd,
+            now,
+            409,
+            f"cannot retry a {state.status.value} task; only FAILED or CANCELLED tasks can be"
+            " retried",
+        )
+    new = _requeue(state, now)
+    return Decision(new, (_status_event(new, now),), (_job(new, now),), _applied(cmd, new, now))
+
+
+def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
+    changes: dict[str, Any] = json.loads(cmd.changes_json)
+    status = changes.pop("status", None)
+    new_status = TaskStatus(status) if status is not None else state.status
+    if new_status != state.status and new_status not in TRANSITIONS[state.status]:
+        return _rejected(
+            state,
+            cmd,
+            now,
+            409,
+            f"cannot move a task from {state.status.value} to {new_status.value}",
+        )
+    columns = {k: changes[k] for k in _COLUMN_UPDATES & changes.keys()}
+    fields = {**state.fields, **{k: v for k, v in changes.items() if k not in _COLUMN_UPDATES}}
+    new = _advance(state, now, fields=fields, **columns)
+    events: list[Record] = []
+    if changes:
+        events.append(
+            TaskUpdated(
+                task_id=state.task_id,
+                command_id=cmd.command_id,
+                version=new.version,
+                changes_json=json.dumps(changes, sort_keys=True),
+                timestamp=now,
+            )
+        )
+    jobs: tuple[Record, ...] = ()
+    if new_status != state.status:
+        new = _with_status(new, new_status, now)
+        events.append(_status_event(new, now))
+        if new_status == TaskStatus.PENDING:
+            new = replace(new, attempt=new.attempt + 1)
+            jobs = (_job(new, now),)
+    return Decision(new, tuple(events), jobs, _applied(cmd, new, now))
+
+
+def _delete(state: TaskState, cmd: DeleteTask, now: datetime) -> Decision:
+    gone = TaskDeleted(
+        task_id=state.task_id,
+        command_id=cmd.command_id,
+        version=state.version + 1,
+        hard=True,
+        timestamp=now,
+    )
+    return Decision(None, (gone,), outcome=_applied(cmd, state, now, version=state.version + 1))
+
+
+def _cleanup(state: TaskState, cmd: CleanupTask, now: datetime) -> Decision:
+    if state.is_deleted:
+        return Decision(state, outcome=_applied(cmd, state, now))
+    new = _advance(state, now, is_deleted=True, deleted_at=now)
+    gone = TaskDeleted(
+        task_id=state.task_id,
+        command_id=cmd.command_id,
+        version=new.version,
+        hard=False,
+        timestamp=now,
+    )
+    return Decision(new, (gone,), outcome=_applied(cmd, new, now))
+
+
+# --- worker reports ----------------------------------------------------------------------
+
+
+def _report(state: TaskState | None, report: WorkerReport, now: datetime) -> Decision:
+    # Stale attempts, unknown tasks and anything after a terminal status (CANCELLED above
+    # all) are dropped: the task has moved on without this worker.
+    if state is None or report.attempt != state.attempt or state.status in TERMINAL:
+        return Decision(state)
+    if report.status == TaskStatus.EXECUTING:
+        if state.status == TaskStatus.EXECUTING and report.progress == state.progress:
+            return Decision(state)
+        new = _advance(
+            state,
+            now,
+            status=TaskStatus.EXECUTING,
+            started_at=state.started_at or report.timestamp,
+            progress=max(state.progress, report.progress),
+        )
+        return Decision(new, (_status_event(new, now),))
+    if report.status == TaskStatus.COMPLETED:
+        result = json.loads(report.result_json or "{}")
+        new = _advance(
+            state,
+            now,
+            status=TaskStatus.COMPLETED,
+            progress=100.0,
+            started_at=state.started_at or report.timestamp,
+            completed_at=now,
+            fields={**state.fields, **result},
+        )
+        return Decision(new, (_status_event(new, now),))
+    if report.status == TaskStatus.FAILED:
+        return _failed(state, report, now)
+    return Decision(state)
+
+
+def _failed(state: TaskState, report: WorkerReport, now: datetime) -> Decision:
+    if report.retryable and state.retry_count < MAX_RETRIES:
+        new = _requeue(state, now, error_message=report.error_message)
+        return Decision(new, (_status_event(new, now),), (_job(new, now),))
+    if report.retryable and state.fallback_provider_type and not state.on_fallback:
+        new = _requeue(
+            state,
+            now,
+            provider_type=state.fallback_provider_type,
+            on_fallback=True,
+            error_message=report.error_message,
+        )
+        return Decision(new, (_status_event(new, now),), (_job(new, now),))
+    new = _advance(
+        state,
+        now,
+        status=TaskStatus.FAILED,
+        completed_at=now,
+        error_message=report.error_message,
+        error_category=report.error_category or ErrorCategory.UNKNOWN,
+    )
+    return Decision(new, (_status_event(new, now),))
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _visible_to(state: TaskState, tenant: str | None) -> bool:
+    return tenant is None or state.tenant == tenant
+
+
+def _advance(state: TaskState, now: datetime, **changes: Any) -> TaskState:
+    return replace(state, version=state.version + 1, updated_at=now, **changes)
+
+
+def _with_status(state: TaskState, status: TaskStatus, now: datetime) -> TaskState:
+    if status == TaskStatus.EXECUTING:
+        return replace(state, status=status, started_at=state.started_at or now)
+    if status in TERMINAL:
+        return replace(state, status=status, completed_at=now)
+    return replace(state, status=status)
+
+
+def _requeue(state: TaskState, now: datetime, **changes: Any) -> TaskState:
+    return _advance(
+        state,
+        now,
+        status=TaskStatus.PENDING,
+        retry_count=state.retry_count + 1,
+        attempt=state.attempt + 1,
+        progress=0.0,
+        started_at=None,
+        completed_at=None,
+        error_category=None,
+        **{"error_message": None, **changes},
+    )
+
+
+def _envelope(state: TaskState, now: datetime, event_type: EventType) -> dict[str, Any]:
+    return {
+        "event_type": event_type,
+        "task_id": state.task_id,
+        "timestamp": now,
+        "origin_instance": state.origin_instance,
+        "origin_zone": state.origin_zone,
+        "origin_version": state.origin_version,
+    }
+
+
+def _status_event(state: TaskState, now: datetime) -> TaskStatusEvent:
+    return TaskStatusEvent(
+        **_envelope(state, now, EventType.TASK_STATUS),
+        status=state.status,
+        task_type=state.task_type,
+        progress=state.progress,
+        started_at=state.started_at,
+        completed_at=state.completed_at,
+        error_message=state.error_message,
+        error_category=state.error_category,
+    )
+
+
+def _job(state: TaskState, now: datetime) -> InferenceJob:
+    return InferenceJob(
+        job_id=job_id(state.task_id, state.attempt),
+        task_id=state.task_id,
+        task_type=state.task_type,
+        attempt=state.attempt,
+        provider_type=state.provider_type,
+        fallback_provider_type=state.fallback_provider_type,
+        priority=state.priority,
+        payload_json=json.dumps(state.fields, sort_keys=True),
+        enqueued_at=now,
+    )
+
+
+def _applied(
+    cmd: Message, state: TaskState, now: datetime, version: int | None = None
+) -> CommandOutcome:
+    return CommandOutcome(
+        command_id=cmd.command_id,
+        task_id=cmd.task_id,
+        command_type=type(cmd).__name__,
+        outcome=CommandOutcomeKind.APPLIED,
+        version=version or state.version,
+        timestamp=now,
+    )
+
+
+def _rejected(
+    state: TaskState | None, cmd: Message, now: datetime, status_code: int, reason: str
+) -> Decision:
+    outcome = CommandOutcome(
+        command_id=cmd.command_id,
+        task_id=cmd.task_id,
+        command_type=type(cmd).__name__,
+        outcome=CommandOutcomeKind.REJECTED,
+        reason=reason,
+        status_code=status_code,
+        timestamp=now,
+    )
+    return Decision(state, outcome=outcome)

@@ -1,0 +1,245 @@
+"""The task state machine, without infrastructure."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from processors.task_machine import MAX_RETRIES, TaskState, handle, job_id
+from streams.records import (
+    CancelTask,
+    CleanupTask,
+    CommandOutcomeKind,
+    CreateTask,
+    DeleteTask,
+    ErrorCategory,
+    InferenceJob,
+    RetryTask,
+    TaskCreatedEvent,
+    TaskDeleted,
+    TaskStatus,
+    TaskStatusEvent,
+    TaskUpdated,
+    UpdateTask,
+    WorkerReport,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+TASK = uuid.uuid4()
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def create(payload: dict | None = None, **kw) -> CreateTask:
+    values = dict(
+        command_id=uuid.uuid4(),
+        task_id=TASK,
+        issued_at=T0,
+        task_type="GENERATION",
+        payload_json=json.dumps(payload or {"prompt": "a red circle"}, sort_keys=True),
+        tenant="acme",
+    )
+    return CreateTask(**{**values, **kw})
+
+
+def command(kind, **kw):
+    return kind(command_id=uuid.uuid4(), task_id=TASK, issued_at=T0, **kw)
+
+
+def report(state: TaskState, status: TaskStatus, **kw) -> WorkerReport:
+    values = dict(
+        report_id=uuid.uuid4(),
+        job_id=job_id(TASK, state.attempt),
+        task_id=TASK,
+        worker_id="w",
+        attempt=state.attempt,
+        status=status,
+        timestamp=at(1),
+    )
+    return WorkerReport(**{**values, **kw})
+
+
+@pytest.fixture
+def pending() -> TaskState:
+    return handle(None, create(), T0).state
+
+
+def test_create_emits_created_event_job_and_applied_outcome():
+    cmd = create(priority=5, provider_type="echo")
+    d = handle(None, cmd, T0)
+    assert (
+        d.state.status == TaskStatus.PENDING and d.state.version == 1 and d.state.tenant == "acme"
+    )
+    [created] = d.events
+    assert isinstance(created, TaskCreatedEvent) and created.status == "PENDING"
+    [job] = d.jobs
+    assert isinstance(job, InferenceJob)
+    assert (job.job_id, job.attempt, job.provider_type, job.priority) == (
+        job_id(TASK, 1),
+        1,
+        "echo",
+        5,
+    )
+    assert json.loads(job.payload_json) == {"prompt": "a red circle"}
+    assert d.outcome.outcome == CommandOutcomeKind.APPLIED and d.outcome.version == 1
+
+
+def test_full_lifecycle_to_completed(pending):
+    d = handle(pending, report(pending, TaskStatus.EXECUTING, progress=10.0), at(1))
+    assert d.state.status == TaskStatus.EXECUTING and d.state.started_at == at(1)
+    [event] = d.events
+    assert (
+        isinstance(event, TaskStatusEvent) and event.progress == 10.0 and event.started_at == at(1)
+    )
+    d = handle(
+        d.state,
+        report(d.state, TaskStatus.COMPLETED, result_json='{"result_image_path": "g/x.png"}'),
+        at(2),
+    )
+    assert d.state.status == TaskStatus.COMPLETED and d.state.progress == 100.0
+    assert d.state.completed_at == at(2) and d.state.fields["result_image_path"] == "g/x.png"
+    assert d.events[0].status == TaskStatus.COMPLETED and d.events[0].completed_at == at(2)
+    assert d.state.version == 3
+
+
+def test_unchanged_progress_emits_nothing(pending):
+    running = handle(pending, report(pending, TaskStatus.EXECUTING, progress=50.0), at(1)).state
+    d = handle(running, report(running, TaskStatus.EXECUTING, progress=50.0), at(2))
+    assert d.events == () and d.state == running
+
+
+def test_cancel_pending_or_running_but_not_finished(pending):
+    d = handle(pending, command(CancelTask, tenant="acme"), at(1))
+    assert d.state.status == TaskStatus.CANCELLED and d.state.completed_at == at(1)
+    assert d.events[0].status == TaskStatus.CANCELLED
+    again = handle(d.state, command(CancelTask), at(2))
+    assert again.outcome.outcome == CommandOutcomeKind.REJECTED and again.outcome.status_code == 409
+    assert "cannot cancel a CANCELLED task" in again.outcome.reason
+    assert again.state == d.state and again.events == ()
+
+
+def test_a_report_after_cancel_is_dropped(pending):
+    running = handle(pending, report(pending, TaskStatus.EXECUTING), at(1)).state
+    cancelled = handle(running, command(CancelTask), at(2)).state
+    late = handle(cancelled, report(running, TaskStatus.COMPLETED, result_json="{}"), at(3))
+    assert late.state == cancelled and late.events == () and late.outcome is None
+
+
+def test_reports_of_stale_attempts_and_unknown_tasks_are_dropped(pending):
+    stale = report(pending, TaskStatus.COMPLETED, attempt=7)
+    assert handle(pending, stale, at(1)).state == pending
+    assert handle(None, report(pending, TaskStatus.EXECUTING), at(1)).state is None
+
+
+def test_retryable_failures_retry_then_fall_back_then_fail():
+    state = handle(
+        None, create({"prompt": "p", "fallback_provider_type": "echo-b"}, provider_type="echo"), T0
+    ).state
+    for attempt in range(1, MAX_RETRIES + 1):
+        d = handle(
+            state,
+            report(state, TaskStatus.FAILED, retryable=True, error_message="oom"),
+            at(attempt),
+        )
+        state = d.state
+        assert state.status == TaskStatus.PENDING and state.retry_count == attempt
+        assert d.jobs[0].attempt == attempt + 1 and d.jobs[0].provider_type == "echo"
+    d = handle(state, report(state, TaskStatus.FAILED, retryable=True, error_message="oom"), at(9))
+    state = d.state
+    assert state.on_fallback and d.jobs[0].provider_type == "echo-b"
+    d = handle(
+        state,
+        report(
+            state,
+            TaskStatus.FAILED,
+            retryable=True,
+            error_message="still oom",
+            error_category=ErrorCategory.RESOURCE_EXHAUSTED,
+        ),
+        at(10),
+    )
+    assert d.state.status == TaskStatus.FAILED and d.jobs == ()
+    assert (d.state.error_message, d.state.error_category) == (
+        "still oom",
+        ErrorCategory.RESOURCE_EXHAUSTED,
+    )
+    assert d.events[0].error_category == ErrorCategory.RESOURCE_EXHAUSTED
+
+
+def test_a_validation_failure_is_not_retried(pending):
+    d = handle(
+        pending,
+        report(
+            pending,
+            TaskStatus.FAILED,
+            retryable=False,
+            error_message="bad size",
+            error_category=ErrorCategory.VALIDATION,
+        ),
+        at(1),
+    )
+    assert d.state.status == TaskStatus.FAILED and d.state.retry_count == 0 and d.jobs == ()
+
+
+def test_retry_command_requeues_failed_tasks_only(pending):
+    failed = handle(pending, report(pending, TaskStatus.FAILED, error_message="x"), at(1)).state
+    d = handle(failed, command(RetryTask), at(2))
+    assert d.state.status == TaskStatus.PENDING and d.state.retry_count == 1
+    assert d.state.error_message is None and d.jobs[0].attempt == 2
+    refused = handle(d.state, command(RetryTask), at(3))
+    assert (
+        refused.outcome.status_code == 409 and "only FAILED or CANCELLED" in refused.outcome.reason
+    )
+
+
+def test_update_sets_fields_and_validates_status_moves(pending):
+    d = handle(
+        pending, command(UpdateTask, changes_json='{"priority": 9, "executor_type": "gpu"}'), at(1)
+    )
+    assert d.state.priority == 9 and d.state.fields["executor_type"] == "gpu"
+    assert isinstance(d.events[0], TaskUpdated) and d.events[0].version == d.state.version
+    done = handle(d.state, command(UpdateTask, changes_json='{"status": "EXECUTING"}'), at(2)).state
+    done = handle(done, command(UpdateTask, changes_json='{"status": "COMPLETED"}'), at(3)).state
+    refused = handle(done, command(UpdateTask, changes_json='{"status": "PENDING"}'), at(4))
+    assert refused.outcome.status_code == 409
+    assert refused.outcome.reason == "cannot move a task from COMPLETED to PENDING"
+
+
+def test_delete_removes_and_cleanup_marks(pending):
+    d = handle(pending, command(DeleteTask), at(1))
+    assert d.state is None and isinstance(d.events[0], TaskDeleted) and d.events[0].hard
+    d = handle(pending, command(CleanupTask), at(1))
+    assert d.state.is_deleted and d.state.deleted_at == at(1) and not d.events[0].hard
+    assert handle(d.state, command(CleanupTask), at(2)).events == (), "cleanup twice is a no-op"
+
+
+def test_unknown_tasks_and_other_tenants_get_404(pending):
+    assert handle(None, command(CancelTask), T0).outcome.status_code == 404
+    other = handle(pending, command(CancelTask, tenant="globex"), T0)
+    assert other.outcome.status_code == 404 and other.state == pending
+    assert (
+        handle(pending, command(CancelTask, tenant=None), T0).outcome.outcome
+        == CommandOutcomeKind.APPLIED
+    )
+
+
+def test_idempotent_create_returns_the_original_and_refuses_a_different_body():
+    first = create(idempotency_key="k")
+    state = handle(None, first, T0).state
+    same = handle(state, create(idempotency_key="k"), at(1))
+    assert (
+        same.outcome.outcome == CommandOutcomeKind.APPLIED and same.events == () and same.jobs == ()
+    )
+    other = handle(state, create({"prompt": "else"}, idempotency_key="k"), at(1))
+    assert other.outcome.status_code == 409 and "different body" in other.outcome.reason
+    assert handle(state, create(), at(1)).outcome.status_code == 409
+
+
+def test_replayed_messages_produce_the_same_ids():
+    cmd = create()
+    assert handle(None, cmd, T0).jobs[0].job_id == handle(None, cmd, at(5)).jobs[0].job_id
