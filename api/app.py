@@ -11,21 +11,28 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from pydantic import SecretStr
 
+from api.admin import routes as admin_routes
 from api.auth import TokenStore, new_token, token_from_header
+from api.commands import CommandSender, OutcomeWaiter
 from api.health import health
 from api.heartbeats import HeartbeatMonitor
 from api.keys import (
+    COMMANDS,
     DB,
     EXTERNAL_REGISTRY,
     HEARTBEATS,
+    OUTCOMES,
     PRINCIPAL,
     REGISTRY_STORE,
     SERDE,
     SETTINGS,
     SYNC_DB,
+    TASK_READER,
     TOKENS,
 )
 from api.schema_registry import create_registry_app
+from api.task_queries import TaskReader
+from api.tasks import routes as task_routes
 from state.db import AsyncDatabase, Database
 from state.migrations import migrate
 from state.registry_store import RegistryStore
@@ -112,6 +119,16 @@ async def _schemas(app: web.Application) -> AsyncIterator[None]:
         app[EXTERNAL_REGISTRY].close()
 
 
+async def _tasks(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[TASK_READER] = TaskReader(app[DB])
+    app[OUTCOMES] = await OutcomeWaiter(settings.require_database_url(), app[DB]).start()
+    app[COMMANDS] = CommandSender(settings.require_bootstrap(), app[SERDE])
+    yield
+    await asyncio.to_thread(app[COMMANDS].close)
+    await app[OUTCOMES].stop()
+
+
 async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # Idempotent; in compose deployments the API is the first process to need the topics.
@@ -133,8 +150,10 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[json_errors, authenticate], client_max_size=settings.max_request_bytes
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_databases, _schemas, _heartbeats])
+    app.cleanup_ctx.extend([_databases, _schemas, _heartbeats, _tasks])
     app.router.add_get("/health", health)
+    app.add_routes(task_routes)
+    app.add_routes(admin_routes)
     if settings.builtin_registry:
         app.add_subapp("/schema-registry", create_registry_app())
     return app

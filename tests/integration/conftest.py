@@ -4,15 +4,17 @@ synchronous clients (confluent-kafka's registry client, urllib) can call it from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from api.app import create_app
 from api.auth import hash_token, new_token
@@ -56,25 +58,21 @@ class RunningApi:
             return status, text
 
 
-@pytest.fixture
-def make_settings(bootstrap: str, database_url: str) -> Callable[..., Settings]:
-    def build(**overrides) -> Settings:
-        values = {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "DATABASE_URL": database_url,
-            "admin_token": new_token(),
-            "api_port": free_port(),
-            "heartbeat_interval_s": 0.5,
-            **overrides,
-        }
-        return Settings(**values)
-
-    return build
+def settings_for(bootstrap: str, database_url: str, **overrides) -> Settings:
+    values = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": database_url,
+        "admin_token": new_token(),
+        "api_port": free_port(),
+        "heartbeat_interval_s": 0.5,
+        **overrides,
+    }
+    return Settings(**values)
 
 
-@pytest.fixture
-def running_api(make_settings) -> Iterator[RunningApi]:
-    settings = make_settings()
+@contextlib.contextmanager
+def serve_api(settings: Settings) -> Iterator[RunningApi]:
+    """The app from `create_app(settings)` on its port, in a thread with its own loop."""
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(create_app(settings))
     started = threading.Event()
@@ -99,15 +97,59 @@ def running_api(make_settings) -> Iterator[RunningApi]:
     assert started.wait(60), "API did not start"
     if failure:
         raise failure[0]
-    yield RunningApi(
-        f"http://{settings.api_host}:{settings.api_port}",
-        settings,
-        settings.admin_token.get_secret_value(),
+    try:
+        yield RunningApi(
+            f"http://{settings.api_host}:{settings.api_port}",
+            settings,
+            settings.admin_token.get_secret_value(),
+        )
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@contextlib.contextmanager
+def run_members(api: RunningApi) -> Iterator[threading.Event]:
+    """The real processors and one worker of each kind, in threads, against `api`.
+    Setting the yielded event stops them."""
+    from gpu.worker import WorkerKind, create_worker
+    from processors.service import create_processors
+
+    settings = api.settings.model_copy(
+        update={
+            "schema_registry_url": api.url + "/schema-registry",
+            "schema_registry_basic_auth": SecretStr(api.settings.registry_auth()),
+        }
     )
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    processes = [
+        create_processors(settings),
+        create_worker(settings, WorkerKind.INFERENCE),
+        create_worker(settings, WorkerKind.TRAINING),
+    ]
+    stop = threading.Event()
+    threads = [threading.Thread(target=p.run, args=(stop,)) for p in processes]
+    for thread in threads:
+        thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+
+@pytest.fixture
+def running_api(bootstrap: str, database_url: str) -> Iterator[RunningApi]:
+    with serve_api(settings_for(bootstrap, database_url)) as api:
+        yield api
+
+
+@pytest.fixture
+def members(running_api: RunningApi) -> Iterator[threading.Event]:
+    with run_members(running_api) as stop:
+        yield stop
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from streams.admin import ensure_topics
 from streams.topics import TopicSpec, dead_letter
@@ -19,22 +19,24 @@ def fresh_topic(bootstrap: str, prefix: str, with_dlq: bool = True) -> TopicSpec
 
 
 def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Message]:
-    """The first `count` messages of a topic (fewer if they do not arrive within `timeout`)."""
+    """The first `count` messages of a topic (fewer if they do not arrive within `timeout`),
+    in order within each partition. Reads by assignment: no consumer group to join."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"test-reader-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
         }
     )
-    consumer.subscribe([topic])
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     found: list[Message] = []
     deadline = time.monotonic() + timeout
     try:
         while len(found) < count and time.monotonic() < deadline:
-            found += [m for m in consumer.consume(count - len(found), 0.5) if m.error() is None]
+            found += [
+                m for m in consumer.consume(min(count - len(found), 1000), 0.5) if m.error() is None
+            ]
     finally:
         consumer.close()
     return found

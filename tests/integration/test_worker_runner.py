@@ -28,41 +28,63 @@ def _job(provider: str | None) -> InferenceJob:
     )
 
 
-def test_jobs_are_reported_completed_or_failed_with_a_reason(bootstrap, db):
+def _bad_input(job):
+    raise ValueError("width must be a multiple of 8")
+
+
+def _crash(job):
+    raise MemoryError("CUDA out of memory")
+
+
+def test_jobs_are_reported_with_their_outcome_and_failure_class(bootstrap, db):
     serde = AvroSerde(RegistryStore(db), load_catalog())
     jobs, reports = fresh_topic(bootstrap, "jobs"), fresh_topic(bootstrap, "reports")
     producer = RecordProducer(bootstrap, serde)
-    ok, unknown = _job("echo"), _job("nonexistent")
-    for job in (ok, unknown):
+    ok, unknown, invalid, crashed = _job("echoish"), _job("nonexistent"), _job("bad"), _job("oom")
+    for job in (ok, unknown, invalid, crashed):
         producer.send(jobs, str(job.task_id), job)
     producer.flush()
 
+    executors = {
+        "echoish": lambda job: {"echoed": json.loads(job.payload_json)["prompt"]},
+        "bad": _bad_input,
+        "oom": _crash,
+    }
     runner = JobRunner(
-        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports),
-        "w-1",
-        producer,
-        {"echo": lambda job: {"echoed": json.loads(job.payload_json)["prompt"]}},
+        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports), "w-1", producer, executors
     )
     stop = threading.Event()
     consumer = RecordConsumer(bootstrap, f"test-{uuid.uuid4()}", [jobs], serde, runner, producer)
     thread = threading.Thread(target=consumer.run, args=(stop,))
     thread.start()
-    messages = read_topic(bootstrap, reports.name, 2, timeout=60)
+    messages = read_topic(bootstrap, reports.name, 7, timeout=60)
     stop.set()
     thread.join(30)
+    producer.close()
 
-    done, failed = (serde.deserialize(m.value()) for m in messages)
-    assert (done.task_id, done.status, done.progress, json.loads(done.result_json)) == (
-        ok.task_id,
-        TaskStatus.COMPLETED,
-        100.0,
-        {"echoed": "hi"},
-    )
-    assert (failed.task_id, failed.status, failed.error_category) == (
-        unknown.task_id,
+    got = [serde.deserialize(m.value()) for m in messages]
+    by_task = {}
+    for report in got:
+        by_task.setdefault(report.task_id, []).append(report)
+    assert [r.status for r in by_task[ok.task_id]] == [TaskStatus.EXECUTING, TaskStatus.COMPLETED]
+    assert json.loads(by_task[ok.task_id][1].result_json) == {"echoed": "hi"}
+    [no_executor] = by_task[unknown.task_id]
+    assert (no_executor.status, no_executor.error_category, no_executor.retryable) == (
         TaskStatus.FAILED,
         ErrorCategory.PROVIDER,
+        False,
     )
-    assert "no executor for provider 'nonexistent'" in failed.error_message
-    assert [m.key().decode() for m in messages] == [str(ok.task_id), str(unknown.task_id)]
+    assert "no executor for provider 'nonexistent'" in no_executor.error_message
+    invalid_failed = by_task[invalid.task_id][-1]
+    assert (invalid_failed.error_category, invalid_failed.retryable) == (
+        ErrorCategory.VALIDATION,
+        False,
+    )
+    assert invalid_failed.error_message == "width must be a multiple of 8"
+    crashed_failed = by_task[crashed.task_id][-1]
+    assert (crashed_failed.error_category, crashed_failed.retryable) == (
+        ErrorCategory.TRANSIENT,
+        True,
+    )
+    assert all(m.key().decode() == str(r.task_id) for m, r in zip(messages, got, strict=True))
     assert runner.completed == 1

@@ -1,0 +1,39 @@
+"""Admin routes: issuing API tokens."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from api.auth import new_token
+from api.keys import PRINCIPAL, TOKENS
+from api.tasks import parse_body
+
+routes = web.RouteTableDef()
+
+
+class TokenRequest(BaseModel):
+    tenant: str = Field(..., min_length=1, max_length=255)
+    role: Literal["user", "admin"] = "user"
+    label: str | None = Field(None, max_length=255)
+
+
+def require_admin(request: web.Request) -> None:
+    if not request[PRINCIPAL].is_admin:
+        raise web.HTTPForbidden(
+            text=json.dumps({"detail": "this route needs an admin token"}),
+            content_type="application/json",
+        )
+
+
+@routes.post("/api/v1/admin/tokens")
+async def issue_token(request: web.Request) -> web.Response:
+    """A new token for a tenant. Shown once: only its SHA-256 is stored."""
+    require_admin(request)
+    body: TokenRequest = await parse_body(request, TokenRequest)
+    token = new_token()
+    await request.app[TOKENS].ensure(token, body.role, body.tenant, body.label)
+    return web.json_response({"token": token, "tenant": body.tenant, "role": body.role}, status=201)

@@ -1,0 +1,156 @@
+"""Sending commands and awaiting their outcomes, for read-your-writes.
+
+`CommandSender` produces a command to `tasks.commands` and awaits the broker's
+acknowledgement without blocking the event loop (a thread polls the producer).
+`OutcomeWaiter` listens on Postgres channel `command_outcomes`, where the task processor
+NOTIFYs each command id in the same transaction that applies it, so when a waiter wakes
+the task row already shows the command's effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from confluent_kafka import KafkaError, Message, Producer
+
+from state.db import AsyncDatabase
+from streams.records import Record
+from streams.serde import AvroSerde
+from streams.topics import TASK_COMMANDS
+
+logger = logging.getLogger(__name__)
+
+
+class CommandNotSent(Exception):
+    """The broker did not acknowledge a command."""
+
+
+class CommandSender:
+    def __init__(self, bootstrap: str, serde: AvroSerde) -> None:
+        self._serde = serde
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 2}
+        )
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="command-sender", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    async def send(self, record: Record) -> None:
+        """Produce one command keyed by its task id; returns once the broker has it."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            outcome = CommandNotSent(str(err)) if err is not None else None
+            loop.call_soon_threadsafe(_settle, done, outcome)
+
+        value = self._serde.serialize(record)
+        self._producer.produce(
+            TASK_COMMANDS.name, key=str(record.task_id), value=value, on_delivery=delivered
+        )
+        await done
+
+    def close(self) -> None:
+        self._producer.flush(10)
+        self._stop.set()
+        self._poller.join(5)
+        self._producer.close()
+
+
+def _settle(future: asyncio.Future, error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    applied: bool
+    reason: str | None
+    status_code: int | None
+    version: int | None
+
+
+class OutcomeWaiter:
+    def __init__(self, url: str, db: AsyncDatabase) -> None:
+        self._url = url
+        self._db = db
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._task: asyncio.Task | None = None
+        self._listening = asyncio.Event()
+
+    async def start(self) -> OutcomeWaiter:
+        self._task = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self._listening.wait(), 30)
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def expect(self, command_id: UUID) -> asyncio.Future[None]:
+        """Register interest before sending the command, so no notification is missed."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[str(command_id)] = future
+        return future
+
+    async def wait(
+        self, command_id: UUID, future: asyncio.Future[None], timeout: float
+    ) -> Outcome | None:
+        """The command's outcome, or None if it is not known within `timeout` seconds."""
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            pass  # a notification may have been lost across a reconnect: the table decides
+        finally:
+            self._waiting.pop(str(command_id), None)
+        return await self.lookup(command_id)
+
+    async def lookup(self, command_id: UUID) -> Outcome | None:
+        async with self._db.transaction() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT outcome, reason, status_code, version FROM command_outcomes"
+                    " WHERE command_id = %s",
+                    (command_id,),
+                )
+            ).fetchone()
+        if row is None:
+            return None
+        return Outcome(row[0] == "APPLIED", row[1], row[2], row[3])
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True
+                ) as conn:
+                    await conn.execute("LISTEN command_outcomes")
+                    self._listening.set()
+                    async for note in conn.notifies():
+                        future = self._waiting.get(note.payload)
+                        if future is not None and not future.done():
+                            future.set_result(None)
+            except (psycopg.Error, OSError) as exc:
+                logger.warning("outcome listener lost its connection (%s); reconnecting", exc)
+                await asyncio.sleep(1)
+
+
+def outcome_body(outcome: Outcome) -> dict[str, Any]:
+    return {"detail": outcome.reason or "command rejected"}

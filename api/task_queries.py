@@ -1,0 +1,94 @@
+"""Reading tasks from Postgres into their Public shapes, tenant-scoped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from psycopg import sql
+
+from api.task_models import PUBLIC_ALIASES, TASK_PUBLIC, TaskType
+from state.db import AsyncDatabase
+from streams.records import TaskStatus
+
+_COLUMNS = (
+    "id, task_type, status, tenant, priority, provider_type, fallback_provider_type, retry_count,"
+    " progress, created_at, updated_at, started_at, completed_at, error_message, error_category,"
+    " is_deleted, deleted_at, origin_instance, origin_zone, fields"
+)
+_NAMES = [c.strip() for c in _COLUMNS.split(",")]
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Filters of GET /api/v1/tasks/; `tenant` is forced to the caller's for user tokens."""
+
+    status: TaskStatus | None = None
+    task_type: TaskType | None = None
+    origin_instance: str | None = None
+    origin_zone: str | None = None
+    tenant: str | None = None
+    workflow_id: str | None = None
+    include_deleted: bool = False
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    """A task row as its `*TaskPublic` JSON body."""
+    fields: dict[str, Any] = dict(row["fields"])
+    for create_name, public_name in PUBLIC_ALIASES.items():
+        if create_name in fields and fields.get(public_name) is None:
+            fields[public_name] = fields[create_name]
+    merged = {
+        **fields,
+        **{k: v for k, v in row.items() if k != "fields"},
+        "origin_tenant_id": row["tenant"],
+        "origin_instance": row["origin_instance"] or "unknown",
+        "errors": fields.get("errors")
+        or ([row["error_message"]] if row["error_message"] else None),
+    }
+    return TASK_PUBLIC.dump_python(TASK_PUBLIC.validate_python(merged), mode="json")
+
+
+class TaskReader:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self._db = db
+
+    async def get(self, task_id: UUID, tenant: str | None) -> dict[str, Any] | None:
+        """The task row, or None when it does not exist or belongs to another tenant."""
+        query = sql.SQL("SELECT {} FROM tasks WHERE id = %s").format(sql.SQL(_COLUMNS))
+        async with self._db.transaction() as conn:
+            row = await (await conn.execute(query, (task_id,))).fetchone()
+        if row is None:
+            return None
+        found = dict(zip(_NAMES, row, strict=True))
+        if tenant is not None and found["tenant"] != tenant:
+            return None
+        return found
+
+    async def list(self, f: TaskFilter, skip: int, limit: int) -> list[dict[str, Any]]:
+        """Newest first."""
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        for column, value in (
+            ("status", f.status),
+            ("task_type", f.task_type),
+            ("origin_instance", f.origin_instance),
+            ("origin_zone", f.origin_zone),
+            ("tenant", f.tenant),
+        ):
+            if value is not None:
+                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(str(value))
+        if f.workflow_id is not None:
+            conditions.append(sql.SQL("fields ->> 'workflow_id' = %s"))
+            params.append(f.workflow_id)
+        if not f.include_deleted:
+            conditions.append(sql.SQL("NOT is_deleted"))
+        where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")
+        query = sql.SQL(
+            "SELECT {} FROM tasks WHERE {} ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
+        ).format(sql.SQL(_COLUMNS), where)
+        async with self._db.transaction() as conn:
+            rows = await (await conn.execute(query, (*params, limit, skip))).fetchall()
+        return [dict(zip(_NAMES, row, strict=True)) for row in rows]

@@ -1,0 +1,288 @@
+"""Sartiq task routes: create, read, list, update, cancel, delete, clean up.
+
+Writes become commands on `tasks.commands`; the handler then waits (bounded by
+`TASKSTREAM_WRITE_TIMEOUT_S`) for the task processor's outcome and answers with the task as
+it is after the command, so a read right after a write sees it. A rejected command answers
+with the processor's reason and status (404, 409); a command still in flight past the bound
+answers 202 with a `Location` to poll.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from api.auth import Principal
+from api.commands import CommandNotSent
+from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, TASK_READER
+from api.task_models import CREATE_BODY, UPDATE_MODELS, GenerationTaskUpdate, TaskType
+from api.task_queries import TaskFilter, public
+from streams.records import (
+    CancelTask,
+    CleanupTask,
+    CreateTask,
+    DeleteTask,
+    TaskStatus,
+    UpdateTask,
+)
+
+routes = web.RouteTableDef()
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6b8f5e-54d4-4f4e-8f38-2f1f0d7c9a21")
+
+
+class ListQuery(BaseModel):
+    limit: int = Field(100, ge=1, le=1000, description="Maximum number of tasks to return")
+    skip: int = Field(0, ge=0, description="Number of tasks to skip")
+    status: TaskStatus | None = None
+    task_type: TaskType | None = None
+    origin_instance: str | None = None
+    origin_zone: str | None = None
+    origin_tenant_id: str | None = None
+    workflow_id: str | None = None
+    include_deleted: bool = False
+
+
+def validation_error(exc: ValidationError, where: str) -> web.HTTPUnprocessableEntity:
+    """FastAPI's `HTTPValidationError` body: {"detail": [{"loc", "msg", "type"}]}."""
+    detail = [
+        {"loc": [where, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False)
+    ]
+    return web.HTTPUnprocessableEntity(
+        text=json.dumps({"detail": detail}), content_type="application/json"
+    )
+
+
+async def parse_body(request: web.Request, adapter: TypeAdapter | type[BaseModel]) -> Any:
+    raw = await request.read()
+    try:
+        if isinstance(adapter, TypeAdapter):
+            return adapter.validate_json(raw)
+        return adapter.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, "body") from None
+
+
+def parse_query(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise validation_error(exc, "query") from None
+
+
+def task_id_of(request: web.Request) -> uuid.UUID:
+    raw = request.match_info["task_id"]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        body = {
+            "detail": [
+                {
+                    "loc": ["path", "task_id"],
+                    "msg": "Input should be a valid UUID",
+                    "type": "uuid_parsing",
+                }
+            ]
+        }
+        raise web.HTTPUnprocessableEntity(
+            text=json.dumps(body), content_type="application/json"
+        ) from None
+
+
+def scope(request: web.Request) -> str | None:
+    """The tenant a caller is confined to (None: an admin, who sees every tenant)."""
+    principal: Principal = request[PRINCIPAL]
+    return None if principal.is_admin else principal.tenant
+
+
+def not_found(task_id: uuid.UUID) -> web.HTTPNotFound:
+    return web.HTTPNotFound(
+        text=json.dumps({"detail": f"task {task_id} not found"}), content_type="application/json"
+    )
+
+
+async def read_task(
+    request: web.Request, task_id: uuid.UUID, task_type: TaskType | None = None
+) -> dict:
+    row = await request.app[TASK_READER].get(task_id, scope(request))
+    if row is None or (task_type is not None and row["task_type"] != task_type):
+        raise not_found(task_id)
+    return row
+
+
+async def settle(request: web.Request, command: Any) -> web.Response | None:
+    """Send a command and await its outcome: None once applied, else the response to give
+    (the rejection with its reason, or 202 when it is still in flight past the bound)."""
+    app = request.app
+    pending = app[OUTCOMES].expect(command.command_id)
+    try:
+        await app[COMMANDS].send(command)
+    except CommandNotSent as exc:
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps({"detail": f"broker unavailable: {exc}"}),
+            content_type="application/json",
+        ) from None
+    outcome = await app[OUTCOMES].wait(command.command_id, pending, app[SETTINGS].write_timeout_s)
+    if outcome is None:
+        return web.json_response(
+            {"detail": "accepted; still being applied", "task_id": str(command.task_id)},
+            status=202,
+            headers={"Location": f"/api/v1/tasks/{command.task_id}"},
+        )
+    if not outcome.applied:
+        return web.json_response({"detail": outcome.reason}, status=outcome.status_code or 409)
+    return None
+
+
+async def execute(
+    request: web.Request, command: Any, task_type: TaskType | None = None
+) -> web.Response:
+    """Send a command, await its outcome, answer with the task as it is now."""
+    early = await settle(request, command)
+    return early or web.json_response(public(await read_task(request, command.task_id, task_type)))
+
+
+def _head(request: web.Request, task_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "command_id": uuid.uuid4(),
+        "task_id": task_id,
+        "issued_at": datetime.now(UTC),
+        "tenant": scope(request),
+    }
+
+
+# --- routes (generation-specific first: /tasks/generation must not match /tasks/{task_id}) --
+
+
+@routes.get("/api/v1/tasks/generation")
+async def list_generation_tasks(request: web.Request) -> web.Response:
+    return await _list(request, TaskType.GENERATION)
+
+
+@routes.get("/api/v1/tasks/generation/{task_id}")
+async def get_generation_task(request: web.Request) -> web.Response:
+    return web.json_response(
+        public(await read_task(request, task_id_of(request), TaskType.GENERATION))
+    )
+
+
+@routes.put("/api/v1/tasks/generation/{task_id}")
+async def update_generation_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    await read_task(request, task_id, TaskType.GENERATION)
+    body = await parse_body(request, GenerationTaskUpdate)
+    return await _update(request, task_id, body, TaskType.GENERATION)
+
+
+@routes.post("/api/v1/tasks/generation/{task_id}/cancel")
+async def cancel_generation_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    await read_task(request, task_id, TaskType.GENERATION)
+    return await execute(request, CancelTask(**_head(request, task_id)), TaskType.GENERATION)
+
+
+@routes.post("/api/v1/tasks/")
+async def create_task(request: web.Request) -> web.Response:
+    body = await parse_body(request, CREATE_BODY)
+    tenant = scope(request)
+    if tenant is not None and body.origin_tenant_id not in (None, tenant):
+        raise web.HTTPForbidden(
+            text=json.dumps({"detail": "cannot create tasks for another tenant"}),
+            content_type="application/json",
+        )
+    tenant = tenant if tenant is not None else body.origin_tenant_id
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"detail": "Idempotency-Key must be 1-255 characters"}),
+            content_type="application/json",
+        )
+    # The key binds the task id, so concurrent retries with one key target the same task.
+    task_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}\0{key}") if key else uuid.uuid4()
+    payload = body.model_dump(mode="json", exclude_none=True)
+    payload["origin_tenant_id"] = tenant
+    command = CreateTask(
+        **{**_head(request, task_id), "tenant": tenant},
+        task_type=body.task_type.value,
+        payload_json=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+        priority=body.priority,
+        provider_type=body.provider_type,
+        idempotency_key=key,
+        origin_instance=body.origin_instance,
+        origin_zone=body.origin_zone,
+    )
+    return await execute(request, command)
+
+
+@routes.get("/api/v1/tasks/")
+async def list_tasks(request: web.Request) -> web.Response:
+    return await _list(request, None)
+
+
+@routes.get("/api/v1/tasks/{task_id}")
+async def get_task(request: web.Request) -> web.Response:
+    return web.json_response(public(await read_task(request, task_id_of(request))))
+
+
+@routes.put("/api/v1/tasks/{task_id}")
+async def update_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    row = await read_task(request, task_id)
+    body = await parse_body(request, UPDATE_MODELS[TaskType(row["task_type"])])
+    return await _update(request, task_id, body, None)
+
+
+@routes.delete("/api/v1/tasks/{task_id}")
+async def delete_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    before = public(await read_task(request, task_id))
+    return await settle(request, DeleteTask(**_head(request, task_id))) or web.json_response(before)
+
+
+@routes.post("/api/v1/tasks/{task_id}/cleanup")
+async def cleanup_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    await read_task(request, task_id)
+    return await execute(request, CleanupTask(**_head(request, task_id)))
+
+
+@routes.post("/api/v1/tasks/{task_id}/cancel")
+async def cancel_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    await read_task(request, task_id)
+    return await execute(request, CancelTask(**_head(request, task_id)))
+
+
+async def _update(
+    request: web.Request, task_id: uuid.UUID, body: BaseModel, task_type: TaskType | None
+) -> web.Response:
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    if not changes:
+        return web.json_response(public(await read_task(request, task_id, task_type)))
+    command = UpdateTask(
+        **_head(request, task_id), changes_json=json.dumps(changes, sort_keys=True)
+    )
+    return await execute(request, command, task_type)
+
+
+async def _list(request: web.Request, task_type: TaskType | None) -> web.Response:
+    q: ListQuery = parse_query(request, ListQuery)
+    tenant = scope(request)
+    if tenant is not None and q.origin_tenant_id not in (None, tenant):
+        return web.json_response([])  # another tenant's tasks do not exist for this caller
+    f = TaskFilter(
+        status=q.status,
+        task_type=task_type or q.task_type,
+        origin_instance=q.origin_instance,
+        origin_zone=q.origin_zone,
+        tenant=tenant if tenant is not None else q.origin_tenant_id,
+        workflow_id=q.workflow_id,
+        include_deleted=q.include_deleted,
+    )
+    rows = await request.app[TASK_READER].list(f, q.skip, q.limit)
+    return web.json_response([public(r) for r in rows])

@@ -1,0 +1,271 @@
+"""Tasks end to end: HTTP API -> tasks.commands -> task processor -> inference worker (echo)
+-> processor -> Postgres, asserting on responses, rows and the events on tasks.events."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient, record_subject_name_strategy
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from processors.task_machine import MAX_RETRIES
+from streams.records import TaskCreatedEvent, TaskStatusEvent
+from streams.registry import HttpSchemaRegistry
+from streams.schemas import load_catalog
+from streams.serde import AvroSerde
+from tests.conftest import new_database
+from tests.integration.conftest import run_members, serve_api, settings_for
+from tests.integration.kafka_helpers import read_topic
+
+
+@pytest.fixture(scope="module")
+def stack(infra, bootstrap):
+    """One database, API and set of members for the whole module (a group join is seconds)."""
+    with (
+        new_database(infra) as url,
+        serve_api(settings_for(bootstrap, url)) as api,
+        run_members(api),
+    ):
+        yield api, url
+
+
+@pytest.fixture
+def running_api(stack):
+    return stack[0]
+
+
+@pytest.fixture
+def database_url(stack):
+    return stack[1]
+
+
+def echo_task(**extra) -> dict:
+    return {"task_type": "GENERATION", "prompt": "a blue square", "provider_type": "echo", **extra}
+
+
+def wait_status(
+    api, task_id: str, wanted: set[str], token: str | None = None, timeout: float = 30
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = api.call("GET", f"/api/v1/tasks/{task_id}", token=token or api.admin_token)
+        assert status == 200, body
+        if body["status"] in wanted or time.monotonic() > deadline:
+            assert body["status"] in wanted, body
+            return body
+        time.sleep(0.1)
+
+
+def test_a_generation_task_runs_to_completed(running_api, database_url):
+    api = running_api
+    status, created = api.call(
+        "POST", "/api/v1/tasks/", echo_task(width=64, height=64, seed=7), api.admin_token
+    )
+    assert status == 200, created
+    assert created["status"] == "PENDING" and created["task_type"] == "GENERATION"
+    assert (created["prompt"], created["width"], created["seed"]) == ("a blue square", 64, 7)
+    done = wait_status(api, created["id"], {"COMPLETED"})
+    assert done["progress"] == 100.0 and done["executor_type"] == "echo"
+    assert done["started_at"] and done["completed_at"] and done["retry_count"] == 0
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT status, version, fields->>'service_task_id' FROM tasks WHERE id = %s",
+            (created["id"],),
+        ).fetchone()
+    assert row[0] == "COMPLETED" and row[1] == 3 and row[2].startswith("echo-")
+    # and the same task through the generation routes
+    assert (
+        api.call("GET", f"/api/v1/tasks/generation/{created['id']}", token=api.admin_token)[1]["id"]
+        == created["id"]
+    )
+
+
+def test_events_on_tasks_events_follow_the_lifecycle(running_api, bootstrap):
+    api = running_api
+    _, created = api.call("POST", "/api/v1/tasks/", echo_task(), api.admin_token)
+    wait_status(api, created["id"], {"COMPLETED"})
+    registry = HttpSchemaRegistry(api.url + "/schema-registry", f"admin:{api.admin_token}")
+    serde = AvroSerde(registry, load_catalog())
+    deadline = time.monotonic() + 30
+    mine: list = []
+    while (
+        time.monotonic() < deadline and len([e for e in mine if isinstance(e, TaskStatusEvent)]) < 2
+    ):
+        messages = read_topic(bootstrap, "tasks.events", 10_000, timeout=3)
+        mine = [serde.deserialize(m.value()) for m in messages if m.key().decode() == created["id"]]
+    registry.close()
+    lifecycle = [e for e in mine if isinstance(e, TaskCreatedEvent | TaskStatusEvent)]
+    assert [(type(e).__name__, str(e.status)) for e in lifecycle] == [
+        ("TaskCreatedEvent", "PENDING"),
+        ("TaskStatusEvent", "EXECUTING"),
+        ("TaskStatusEvent", "COMPLETED"),
+    ]
+    assert lifecycle[-1].progress == 100.0 and lifecycle[-1].completed_at is not None
+
+
+def test_bad_bodies_get_422_with_locations(running_api):
+    api = running_api
+    status, body = api.call(
+        "POST", "/api/v1/tasks/", {"task_type": "GENERATION", "width": -5}, api.admin_token
+    )
+    assert status == 422
+    locs = {tuple(d["loc"]) for d in body["detail"]}
+    assert ("body", "GENERATION", "prompt") in locs and ("body", "GENERATION", "width") in locs
+    status, body = api.call("POST", "/api/v1/tasks/", {"task_type": "NOPE"}, api.admin_token)
+    assert status == 422 and body["detail"][0]["type"] == "union_tag_invalid"
+    status, body = api.call("POST", "/api/v1/tasks/", raw=b"{not json", token=api.admin_token)
+    assert status == 422 and body["detail"][0]["type"] == "json_invalid"
+    assert api.call("GET", "/api/v1/tasks/not-a-uuid", token=api.admin_token)[0] == 422
+    assert api.call("GET", f"/api/v1/tasks/{uuid.uuid4()}", token=api.admin_token)[0] == 404
+    assert api.call("GET", "/api/v1/tasks/?limit=5000", token=api.admin_token)[0] == 422
+
+
+def test_cancel_running_then_conflict_and_the_late_result_is_dropped(running_api):
+    api = running_api
+    _, created = api.call(
+        "POST", "/api/v1/tasks/", echo_task(provider_config={"delay_ms": 1500}), api.admin_token
+    )
+    wait_status(api, created["id"], {"EXECUTING"})
+    status, cancelled = api.call(
+        "POST", f"/api/v1/tasks/{created['id']}/cancel", token=api.admin_token
+    )
+    assert status == 200 and cancelled["status"] == "CANCELLED" and cancelled["completed_at"]
+    status, body = api.call("POST", f"/api/v1/tasks/{created['id']}/cancel", token=api.admin_token)
+    assert status == 409 and "cannot cancel a CANCELLED task" in body["detail"]
+    time.sleep(2.0)  # the echo job finishes; its COMPLETED report must not win
+    assert wait_status(api, created["id"], {"CANCELLED"})["status"] == "CANCELLED"
+
+
+def test_failures_are_retried_then_failed_with_the_reason(running_api):
+    api = running_api
+    _, created = api.call(
+        "POST", "/api/v1/tasks/", echo_task(provider_config={"fail": True}), api.admin_token
+    )
+    failed = wait_status(api, created["id"], {"FAILED"})
+    assert failed["retry_count"] == MAX_RETRIES and failed["error_category"] == "TRANSIENT"
+    assert "echo failure requested" in failed["errors"][0]
+
+
+def test_idempotency_key(running_api):
+    api = running_api
+    headers = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    s1, first = api.call(
+        "POST", "/api/v1/tasks/", echo_task(seed=1), api.admin_token, headers=headers
+    )
+    s2, again = api.call(
+        "POST", "/api/v1/tasks/", echo_task(seed=1), api.admin_token, headers=headers
+    )
+    assert (s1, s2) == (200, 200) and first["id"] == again["id"]
+    s3, body = api.call(
+        "POST", "/api/v1/tasks/", echo_task(seed=2), api.admin_token, headers=headers
+    )
+    assert s3 == 409 and "different body" in body["detail"]
+
+
+def test_tenants_see_only_their_own_tasks(running_api):
+    api = running_api
+    acme = api.call("POST", "/api/v1/admin/tokens", {"tenant": "acme"}, api.admin_token)[1]["token"]
+    globex = api.call("POST", "/api/v1/admin/tokens", {"tenant": "globex"}, api.admin_token)[1][
+        "token"
+    ]
+    assert api.call("POST", "/api/v1/admin/tokens", {"tenant": "x"}, acme)[0] == 403
+    status, task = api.call("POST", "/api/v1/tasks/", echo_task(), acme)
+    assert status == 200 and task["origin_tenant_id"] == "acme"
+    assert api.call("GET", f"/api/v1/tasks/{task['id']}", token=globex)[0] == 404
+    assert api.call("POST", f"/api/v1/tasks/{task['id']}/cancel", token=globex)[0] == 404
+    assert api.call("POST", "/api/v1/tasks/", echo_task(origin_tenant_id="globex"), acme)[0] == 403
+    assert task["id"] in {t["id"] for t in api.call("GET", "/api/v1/tasks/", token=acme)[1]}
+    assert task["id"] not in {t["id"] for t in api.call("GET", "/api/v1/tasks/", token=globex)[1]}
+
+
+def test_list_filters_and_newest_first(running_api):
+    api = running_api
+    ids = [
+        api.call("POST", "/api/v1/tasks/", echo_task(origin_zone="eu"), api.admin_token)[1]["id"]
+        for _ in range(3)
+    ]
+    status, listed = api.call("GET", "/api/v1/tasks/?origin_zone=eu&limit=2", token=api.admin_token)
+    assert status == 200 and [t["id"] for t in listed] == ids[::-1][:2]
+    _, page2 = api.call(
+        "GET", "/api/v1/tasks/?origin_zone=eu&limit=2&skip=2", token=api.admin_token
+    )
+    assert [t["id"] for t in page2] == ids[:1]
+
+
+def test_update_cleanup_and_delete(running_api):
+    api = running_api
+    _, task = api.call("POST", "/api/v1/tasks/", echo_task(), api.admin_token)
+    status, updated = api.call(
+        "PUT",
+        f"/api/v1/tasks/{task['id']}",
+        {"priority": 7, "executor_instance": "gpu-3"},
+        api.admin_token,
+    )
+    assert status == 200 and updated["priority"] == 7 and updated["executor_instance"] == "gpu-3"
+    assert (
+        api.call("PUT", f"/api/v1/tasks/{task['id']}", {"prompt": "x"}, api.admin_token)[0] == 422
+    )
+    wait_status(api, task["id"], {"COMPLETED"})
+    status, cleaned = api.call("POST", f"/api/v1/tasks/{task['id']}/cleanup", token=api.admin_token)
+    assert status == 200
+    listed = api.call("GET", "/api/v1/tasks/?limit=1000", token=api.admin_token)[1]
+    assert task["id"] not in {t["id"] for t in listed}
+    listed = api.call(
+        "GET", "/api/v1/tasks/?limit=1000&include_deleted=true", token=api.admin_token
+    )[1]
+    assert task["id"] in {t["id"] for t in listed}
+    status, deleted = api.call("DELETE", f"/api/v1/tasks/{task['id']}", token=api.admin_token)
+    assert status == 200 and deleted["id"] == task["id"]
+    assert api.call("GET", f"/api/v1/tasks/{task['id']}", token=api.admin_token)[0] == 404
+
+
+def test_a_create_task_from_an_external_avro_producer(running_api, bootstrap):
+    api = running_api
+    client = SchemaRegistryClient(
+        {"url": api.url + "/schema-registry", "basic.auth.user.info": f"admin:{api.admin_token}"}
+    )
+    serializer = AvroSerializer(
+        client,
+        load_catalog().text("taskstream.commands.CreateTask"),
+        conf={"subject.name.strategy": record_subject_name_strategy},
+    )
+    task_id = uuid.uuid4()
+    command = {
+        "command_id": uuid.uuid4(),
+        "task_id": task_id,
+        "issued_at": datetime.now(UTC),
+        "tenant": "acme",
+        "task_type": "GENERATION",
+        "payload_json": json.dumps({"prompt": "from kafka", "provider_type": "echo"}),
+        "priority": 0,
+        "provider_type": "echo",
+        "idempotency_key": None,
+        "origin_instance": "batch",
+        "origin_zone": None,
+        "origin_version": None,
+    }
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(
+        "tasks.commands",
+        key=str(task_id),
+        value=serializer(command, SerializationContext("tasks.commands", MessageField.VALUE)),
+    )
+    producer.flush(10)
+    client.close()
+    deadline = time.monotonic() + 30
+    while api.call("GET", f"/api/v1/tasks/{task_id}", token=api.admin_token)[0] != 200:
+        assert time.monotonic() < deadline, "the externally produced task never appeared"
+        time.sleep(0.2)
+    done = wait_status(api, str(task_id), {"COMPLETED"})
+    assert (done["prompt"], done["origin_tenant_id"], done["origin_instance"]) == (
+        "from kafka",
+        "acme",
+        "batch",
+    )
