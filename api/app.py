@@ -134,7 +134,10 @@ async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
     # Idempotent; in compose deployments the API is the first process to need the topics.
     await asyncio.to_thread(ensure_topics, settings.require_bootstrap())
     monitor = HeartbeatMonitor(
-        settings.require_bootstrap(), app[SERDE], max_age_s=3 * settings.heartbeat_interval_s
+        settings.require_bootstrap(),
+        app[SERDE],
+        max_age_s=3 * settings.heartbeat_interval_s,
+        fetch_wait_ms=settings.kafka_fetch_wait_ms,
     )
     app[HEARTBEATS] = monitor.start()
     yield

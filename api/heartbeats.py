@@ -21,10 +21,13 @@ logger = logging.getLogger(__name__)
 
 
 class HeartbeatMonitor:
-    def __init__(self, bootstrap: str, serde: AvroSerde, max_age_s: float) -> None:
+    def __init__(
+        self, bootstrap: str, serde: AvroSerde, max_age_s: float, fetch_wait_ms: int = 20
+    ) -> None:
         self._bootstrap = bootstrap
         self._serde = serde
         self._max_age = timedelta(seconds=max_age_s)
+        self._fetch_wait_ms = fetch_wait_ms
         self._latest: dict[str, WorkerHeartbeat] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -57,6 +60,7 @@ class HeartbeatMonitor:
                 "bootstrap.servers": self._bootstrap,
                 "group.id": f"taskstream.api.heartbeats.{uuid.uuid4()}",  # never joins: assign() below
                 "enable.auto.commit": False,
+                "fetch.wait.max.ms": self._fetch_wait_ms,
             }
         )
         try:

@@ -136,8 +136,8 @@ class JobRunner:
             timestamp=datetime.now(UTC),
             **fields,
         )
+        # Sent at once (linger 5 ms); RecordConsumer flushes before storing the job's offset.
         self._producer.send(self._spec.reports, str(job.task_id), report)
-        self._producer.flush()  # the offset is stored right after: the report must be durable
 
 
 def create_worker(
@@ -159,6 +159,7 @@ def create_worker(
         runner,
         producer,
         settings.kafka_session_timeout_ms,
+        settings.kafka_fetch_wait_ms,
     )
     return MemberProcess(
         role=spec.role,

@@ -19,7 +19,13 @@ def create_processors(settings: Settings) -> MemberProcess:
     worker_id = settings.worker_id or default_worker_id(WorkerRole.PROCESSORS)
     db = Database(settings.require_database_url(), max_size=4).open()
     tasks = TaskProcessor(
-        bootstrap, db, serde, producer, worker_id, settings.kafka_session_timeout_ms
+        bootstrap,
+        db,
+        serde,
+        producer,
+        worker_id,
+        settings.kafka_session_timeout_ms,
+        settings.kafka_fetch_wait_ms,
     )
     return MemberProcess(
         role=WorkerRole.PROCESSORS,

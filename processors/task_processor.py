@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from processors.task_machine import TaskState, handle
 from state import offsets, task_store
 from state.db import Database
-from streams.consumer import PoisonMessage
+from streams.consumer import PoisonMessage, group_config, next_batch
 from streams.producer import RecordProducer
 from streams.records import CommandOutcome, InferenceJob, Record, TrainingJob
 from streams.serde import AvroSerde, SerializationError
@@ -58,6 +58,7 @@ class TaskProcessor:
         producer: RecordProducer,
         owner: str,
         session_timeout_ms: int = 6000,
+        fetch_wait_ms: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._db = db
@@ -66,20 +67,22 @@ class TaskProcessor:
         self._owner = owner
         self._clock = clock
         self._epochs: dict[int, int] = {}
+        self._published: list[int] = []  # outbox ids sent, to delete with the next batch
         self._lock = threading.Lock()
         self.joined = threading.Event()
         self.applied = 0
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": GROUP,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,  # offsets live in Postgres with the state
-                "session.timeout.ms": session_timeout_ms,
-                "heartbeat.interval.ms": max(500, session_timeout_ms // 6),
-                # range keeps partition N of every input topic on the same member
-                "partition.assignment.strategy": "range",
-            }
+            group_config(
+                bootstrap,
+                GROUP,
+                session_timeout_ms,
+                fetch_wait_ms,
+                **{
+                    "enable.auto.commit": False,  # offsets live in Postgres with the state
+                    # range keeps partition N of every input topic on the same member
+                    "partition.assignment.strategy": "range",
+                },
+            )
         )
 
     @property
@@ -96,7 +99,7 @@ class TaskProcessor:
         )
         try:
             while not stop.is_set():
-                messages = self._consumer.consume(num_messages=1000, timeout=0.2)
+                messages = next_batch(self._consumer, 1000, 0.2)
                 if messages:
                     self._process(messages)
         finally:
@@ -128,66 +131,87 @@ class TaskProcessor:
     # --- processing --------------------------------------------------------------------
 
     def _process(self, messages: list[Message]) -> None:
-        by_partition: dict[int, list[Message]] = defaultdict(list)
+        batch: list[Message] = []
         for msg in messages:
             err = msg.error()
             if err is None:
-                by_partition[msg.partition()].append(msg)
+                batch.append(msg)
             elif err.code() != KafkaError._PARTITION_EOF:
                 logger.warning("consumer error: %s", err)
-        for partition, batch in by_partition.items():
-            with self._lock:
-                epoch = self._epochs.get(partition)
-            if epoch is None:
-                continue  # revoked while we were consuming: the new owner replays it
-            try:
-                published = self._apply(partition, epoch, batch)
-            except task_store.Fenced as exc:
-                logger.warning("%s; dropping its batch", exc)
-                with self._lock:
-                    self._epochs.pop(partition, None)
-                continue
-            if published:
-                self._send_and_clear(published)
+        with self._lock:
+            epochs = {
+                p: e for p, e in self._epochs.items() if any(m.partition() == p for m in batch)
+            }
+        # Messages of partitions revoked meanwhile are left to their new owner, which replays them.
+        batch = [m for m in batch if m.partition() in epochs]
+        if batch:
+            self._send_and_clear(self._apply(epochs, batch))
 
-    def _apply(self, partition: int, epoch: int, batch: list[Message]) -> list[OutboxRow]:
-        """Apply a partition's batch in one transaction; return the outbox rows it wrote."""
+    def _apply(self, epochs: dict[int, int], batch: list[Message]) -> list[OutboxRow]:
+        """Apply a batch in one transaction; return the outbox rows it wrote.
+
+        Also deletes the outbox rows published after the previous batch: a crash before this
+        commit only means they are published once more (same ids, harmless).
+        """
         decoded: list[tuple[Message, Record]] = []
         for msg in batch:
             try:
                 decoded.append((msg, self._decode(msg)))
             except (SerializationError, PoisonMessage) as exc:
                 self._dead_letter(msg, exc)
+        if len(decoded) < len(batch):
+            self._producer.flush()  # dead letters durable before their offsets commit
         now = self._clock()
         with self._db.transaction() as conn:
-            task_store.check_owner(conn, GROUP, partition, epoch)
+            fenced = set()
+            for partition, epoch in epochs.items():
+                try:
+                    task_store.check_owner(conn, GROUP, partition, epoch)
+                except task_store.Fenced as exc:
+                    logger.warning("%s; leaving its messages to the owner", exc)
+                    fenced.add(partition)
+            if fenced:
+                with self._lock:
+                    for partition in fenced:
+                        self._epochs.pop(partition, None)
+                decoded = [(m, r) for m, r in decoded if m.partition() not in fenced]
+                batch = [m for m in batch if m.partition() not in fenced]
+            task_store.clear_outbox(conn, self._published)
             states: dict[UUID, TaskState | None] = dict(
                 task_store.load(conn, {record.task_id for _, record in decoded})
             )
             before = dict(states)
             outcomes: list[CommandOutcome] = []
-            outbox: list[tuple[str, str, bytes]] = []
-            for _, record in decoded:
+            outbox: dict[int, list[tuple[str, str, bytes]]] = defaultdict(list)
+            for msg, record in decoded:
                 decision = handle(states.get(record.task_id), record, now)
                 states[record.task_id] = decision.state
                 key = str(record.task_id)
+                rows = outbox[msg.partition()]
                 for event in decision.events:
-                    outbox.append((TASK_EVENTS.name, key, self._serde.serialize(event)))
+                    rows.append((TASK_EVENTS.name, key, self._serde.serialize(event)))
                 for job in decision.jobs:
                     topic = TRAINING_JOBS if isinstance(job, TrainingJob) else INFERENCE_JOBS
-                    outbox.append((topic.name, key, self._serde.serialize(job)))
+                    rows.append((topic.name, key, self._serde.serialize(job)))
                 if decision.outcome is not None:
                     outcomes.append(decision.outcome)
-                    outbox.append((TASK_EVENTS.name, key, self._serde.serialize(decision.outcome)))
+                    rows.append((TASK_EVENTS.name, key, self._serde.serialize(decision.outcome)))
             changed = [s for tid, s in states.items() if s is not None and s is not before.get(tid)]
             task_store.save(conn, changed)
             task_store.delete(conn, [t for t, s in states.items() if s is None and before.get(t)])
             task_store.record_outcomes(conn, outcomes)
+            last: dict[tuple[str, int], int] = {}
             for msg in batch:
-                offsets.store(conn, GROUP, msg.topic(), msg.partition(), msg.offset())
-            ids = task_store.add_to_outbox(conn, partition, outbox)
+                last[(msg.topic(), msg.partition())] = msg.offset()
+            for (topic, partition), offset in last.items():
+                offsets.store(conn, GROUP, topic, partition, offset)
+            written: list[OutboxRow] = []
+            for partition, rows in outbox.items():
+                ids = task_store.add_to_outbox(conn, partition, rows)
+                written += [(i, *row) for i, row in zip(ids, rows, strict=True)]
+        self._published = []
         self.applied += len(decoded)
-        return [(i, *row) for i, row in zip(ids, outbox, strict=True)]
+        return written
 
     def _decode(self, msg: Message) -> Record:
         record = self._serde.deserialize(msg.value())
@@ -228,8 +252,10 @@ class TaskProcessor:
             self._send_and_clear(rows)
 
     def _send_and_clear(self, rows: list[OutboxRow]) -> None:
+        """Publish outbox rows; they are deleted in the next batch's transaction."""
+        if not rows:
+            return
         for _, topic, key, value in rows:
             self._producer.send_raw(topic, key, bytes(value))
         self._producer.flush()
-        with self._db.transaction() as conn:
-            task_store.clear_outbox(conn, [r[0] for r in rows])
+        self._published = [r[0] for r in rows]

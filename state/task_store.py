@@ -121,6 +121,8 @@ def pending_outbox(conn: psycopg.Connection, partition: int) -> list[tuple[int, 
 
 
 def clear_outbox(conn: psycopg.Connection, ids: Sequence[int]) -> None:
+    if not ids:
+        return
     conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", (list(ids),))
 
 

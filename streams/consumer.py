@@ -25,6 +25,33 @@ from streams.topics import DLQ_SUFFIX, TopicSpec
 logger = logging.getLogger(__name__)
 
 
+def group_config(
+    bootstrap: str, group_id: str, session_timeout_ms: int, fetch_wait_ms: int, **extra: object
+) -> dict:
+    """Consumer settings every taskstream group member shares."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(500, session_timeout_ms // 6),
+        "fetch.wait.max.ms": fetch_wait_ms,
+        **extra,
+    }
+
+
+def next_batch(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Wait up to `timeout` for one message, then take whatever else is already fetched.
+
+    librdkafka's `consume(n, timeout)` waits the whole timeout unless n messages arrive, which
+    would add the timeout to every hop's latency under light load.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, 0)]
+
+
 class PoisonMessage(Exception):
     """A handler's verdict that a record can never be processed (it goes to the DLQ)."""
 
@@ -49,26 +76,28 @@ class RecordConsumer:
         topics: Sequence[TopicSpec],
         serde: AvroSerde,
         handler: Handler,
-        dead_letters: RecordProducer,
+        producer: RecordProducer,
         session_timeout_ms: int = 6000,
+        fetch_wait_ms: int = 20,
     ) -> None:
         self.group_id = group_id
         self._topics = list(topics)
         self._serde = serde
         self._handler = handler
-        self._dlq = dead_letters
+        self._producer = producer  # dead letters, and what handlers produce: flushed per batch
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group_id,
-                "auto.offset.reset": "earliest",
-                "enable.auto.offset.store": False,  # store only what was handled
-                "enable.auto.commit": True,
-                "auto.commit.interval.ms": 1000,
-                "session.timeout.ms": session_timeout_ms,
-                "heartbeat.interval.ms": max(500, session_timeout_ms // 6),
-                "partition.assignment.strategy": "cooperative-sticky",
-            }
+            group_config(
+                bootstrap,
+                group_id,
+                session_timeout_ms,
+                fetch_wait_ms,
+                **{
+                    "enable.auto.offset.store": False,  # store only what was handled
+                    "enable.auto.commit": True,
+                    "auto.commit.interval.ms": 1000,
+                    "partition.assignment.strategy": "cooperative-sticky",
+                },
+            )
         )
         self._assigned: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
@@ -91,8 +120,15 @@ class RecordConsumer:
         )
         try:
             while not stop.is_set():
-                for msg in self._consumer.consume(num_messages=500, timeout=poll_timeout):
+                batch = next_batch(self._consumer, 500, poll_timeout)
+                for msg in batch:
                     self._one(msg)
+                if batch:
+                    # Records the handlers produced must be durable before their inputs'
+                    # offsets are stored: one flush per batch, not per record.
+                    self._producer.flush()
+                    for msg in batch:
+                        self._consumer.store_offsets(message=msg)
         finally:
             try:
                 self._consumer.commit(asynchronous=False)
@@ -113,7 +149,6 @@ class RecordConsumer:
             self.handled += 1
         except (SerializationError, PoisonMessage) as exc:
             self._dead_letter(msg, exc)
-        self._consumer.store_offsets(message=msg)
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
         reason = str(exc) or type(exc).__name__
@@ -126,7 +161,7 @@ class RecordConsumer:
             DLQ_SUFFIX,
             reason,
         )
-        self._dlq.send_raw(
+        self._producer.send_raw(
             msg.topic() + DLQ_SUFFIX,
             msg.key(),
             msg.value(),
@@ -139,7 +174,6 @@ class RecordConsumer:
                 "dlq.consumer.group": self.group_id,
             },
         )
-        self._dlq.flush()  # the offset is stored next: the dead letter must be durable first
         self.dead_lettered += 1
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -1,0 +1,231 @@
+"""End-to-end task throughput and create latency on the embedded stack, with the echo provider.
+
+    .venv/bin/python bench/lifecycle.py [--tasks 2000] [--clients 32]
+
+Starts `taskstream up` (everything embedded) in a temporary data dir, then measures:
+  baseline  raw Kafka: produce N small records and consume them back in a group, same broker
+  kafka     N CreateTask commands from a Kafka producer -> all COMPLETED visible via the API
+  http      N POST /api/v1/tasks/ from `--clients` concurrent clients -> all COMPLETED via API,
+            with create latency p50/p99
+Each figure is printed with its ratio to the baseline and the issue's floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streams.producer import RecordProducer  # noqa: E402
+from streams.records import CreateTask  # noqa: E402
+from streams.runtime import connect_serde  # noqa: E402
+from streams.topics import TASK_COMMANDS  # noqa: E402
+from taskstream.embedded import free_port  # noqa: E402
+
+FLOORS = {"kafka": 1000.0, "http": 500.0, "p99_ms": 100.0}
+
+
+def start_stack(data_dir: Path) -> tuple[subprocess.Popen, dict]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "DATABASE_URL",
+            "SCHEMA_REGISTRY_URL",
+            "TASKSTREAM_ADMIN_TOKEN",
+        )
+    }
+    env.update(
+        TASKSTREAM_DATA_DIR=str(data_dir),
+        TASKSTREAM_API_PORT=str(free_port()),
+        TASKSTREAM_LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskstream", "up"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    stack_file = data_dir / "stack.json"
+    deadline = time.monotonic() + 180
+    while not stack_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("taskstream up did not become healthy")
+        time.sleep(0.2)
+    return proc, json.loads(stack_file.read_text())
+
+
+def baseline(bootstrap: str, n: int) -> float:
+    """Records/s for produce + consume-in-a-group of n records on the same broker."""
+    topic = f"bench.baseline.{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future it returns
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": topic,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "fetch.wait.max.ms": 20,
+        }
+    )
+    consumer.subscribe([topic])
+    while not consumer.assignment():
+        consumer.poll(0.1)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    started = time.perf_counter()
+    for i in range(n):
+        producer.produce(topic, key=str(i), value=b"x" * 300)
+    producer.flush()
+    got = 0
+    while got < n:
+        got += sum(1 for m in consumer.consume(1000, 0.5) if m.error() is None)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return n / elapsed
+
+
+async def at_least_completed(
+    session: aiohttp.ClientSession, api: str, instance: str, n: int
+) -> bool:
+    """Whether the API lists at least n COMPLETED tasks of this run (one tiny request)."""
+    params = {"status": "COMPLETED", "origin_instance": instance, "limit": "1", "skip": str(n - 1)}
+    async with session.get(f"{api}/api/v1/tasks/", params=params) as resp:
+        return len(await resp.json()) == 1
+
+
+async def wait_all_completed(
+    session: aiohttp.ClientSession, api: str, instance: str, n: int, timeout: float
+) -> float:
+    deadline = time.perf_counter() + timeout
+    while not await at_least_completed(session, api, instance, n):
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"fewer than {n} tasks COMPLETED within {timeout}s")
+        await asyncio.sleep(0.05)
+    return time.perf_counter()
+
+
+def payload(instance: str) -> dict:
+    return {
+        "task_type": "GENERATION",
+        "prompt": "bench",
+        "provider_type": "echo",
+        "origin_instance": instance,
+    }
+
+
+async def via_kafka(info: dict, n: int) -> float:
+    instance = f"bench-kafka-{uuid.uuid4().hex[:6]}"
+    serde, registry = connect_serde(info["schema_registry_url"], f"admin:{info['admin_token']}")
+    producer = RecordProducer(info["bootstrap_servers"], serde)
+    body = json.dumps(payload(instance), sort_keys=True)
+    headers = {"Authorization": f"Bearer {info['admin_token']}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        started = time.perf_counter()
+        for _ in range(n):
+            task_id = uuid.uuid4()
+            producer.send(
+                TASK_COMMANDS,
+                str(task_id),
+                CreateTask(
+                    command_id=uuid.uuid4(),
+                    task_id=task_id,
+                    issued_at=datetime.now(UTC),
+                    task_type="GENERATION",
+                    payload_json=body,
+                    provider_type="echo",
+                    origin_instance=instance,
+                ),
+            )
+        producer.flush()
+        finished = await wait_all_completed(session, info["api_url"], instance, n, timeout=600)
+    producer.close()
+    registry.close()
+    return n / (finished - started)
+
+
+async def via_http(info: dict, n: int, clients: int) -> tuple[float, float, float]:
+    instance = f"bench-http-{uuid.uuid4().hex[:6]}"
+    headers = {"Authorization": f"Bearer {info['admin_token']}"}
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+
+        async def client() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                t0 = time.perf_counter()
+                async with session.post(
+                    f"{info['api_url']}/api/v1/tasks/", json=payload(instance)
+                ) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise SystemExit(f"create answered {resp.status}")
+                latencies.append(time.perf_counter() - t0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        finished = await wait_all_completed(session, info["api_url"], instance, n, timeout=600)
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return n / (finished - started), p50, p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="taskstream-bench-") as tmp:
+        proc, info = start_stack(Path(tmp))
+        try:
+            base = baseline(info["bootstrap_servers"], args.tasks)
+            kafka = asyncio.run(via_kafka(info, args.tasks))
+            http, p50, p99 = asyncio.run(via_http(info, args.tasks, args.clients))
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(60)
+    print(
+        f"tasks={args.tasks} clients={args.clients} (echo provider, embedded stack, {os.cpu_count()} cores)"
+    )
+    print(f"baseline  raw Kafka produce+consume      {base:9.0f} records/s")
+    print(
+        f"kafka     create -> COMPLETED via API    {kafka:9.0f} tasks/s   ratio {kafka / base:.3f}"
+        f"   floor {FLOORS['kafka']:.0f}: {'ok' if kafka >= FLOORS['kafka'] else 'BELOW'}"
+    )
+    print(
+        f"http      create -> COMPLETED via API    {http:9.0f} tasks/s   ratio {http / base:.3f}"
+        f"   floor {FLOORS['http']:.0f}: {'ok' if http >= FLOORS['http'] else 'BELOW'}"
+    )
+    print(
+        f"http      create latency p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+        f"   floor p99 < {FLOORS['p99_ms']:.0f} ms: {'ok' if p99 < FLOORS['p99_ms'] else 'ABOVE'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
