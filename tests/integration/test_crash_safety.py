@@ -1,0 +1,164 @@
+"""Crash safety, proven: 2,000 echo tasks while the processors and the inference worker are
+SIGKILLed at random moments (the `taskstream up` supervisor restarts them). Afterwards every
+task is COMPLETED exactly once and none is stuck."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+from streams.producer import RecordProducer
+from streams.records import CreateTask
+from streams.runtime import connect_serde
+from streams.topics import TASK_COMMANDS
+from taskstream.embedded import free_port
+
+pytestmark = pytest.mark.slow
+
+TASKS = 2000
+KILLS_PER_CHILD = 3  # the supervisor allows 5 restarts a minute per child
+
+
+def _get(info: dict, path: str):
+    req = urllib.request.Request(
+        info["api_url"] + path, headers={"Authorization": f"Bearer {info['admin_token']}"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
+        return json.loads(resp.read())
+
+
+def _children(supervisor: int) -> dict[str, psutil.Process]:
+    found = {}
+    for child in psutil.Process(supervisor).children():
+        cmd = " ".join(child.cmdline())
+        for role in ("processors", "worker inference"):
+            if cmd.endswith(role):
+                found[role] = child
+    return found
+
+
+def _count(info: dict, instance: str, status: str) -> int:
+    total, skip = 0, 0
+    while True:
+        page = _get(
+            info,
+            f"/api/v1/tasks/?origin_instance={instance}&status={status}&limit=1000&skip={skip}",
+        )
+        total += len(page)
+        if len(page) < 1000:
+            return total
+        skip += 1000
+
+
+def test_no_task_is_lost_duplicated_or_stuck_when_members_are_killed(tmp_path: Path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "DATABASE_URL",
+            "SCHEMA_REGISTRY_URL",
+            "TASKSTREAM_ADMIN_TOKEN",
+        )
+    }
+    env.update(
+        TASKSTREAM_DATA_DIR=str(tmp_path / "data"),
+        TASKSTREAM_API_PORT=str(free_port()),
+        TASKSTREAM_LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskstream", "up"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        stack_file = tmp_path / "data" / "stack.json"
+        deadline = time.monotonic() + 150
+        while not stack_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "stack did not start"
+            time.sleep(0.2)
+        info = json.loads(stack_file.read_text())
+        instance = f"crash-{uuid.uuid4().hex[:6]}"
+        rng = random.Random(20261122)
+
+        serde, registry = connect_serde(info["schema_registry_url"], f"admin:{info['admin_token']}")
+        producer = RecordProducer(info["bootstrap_servers"], serde)
+        ids = []
+        for i in range(TASKS):
+            task_id = uuid.uuid4()
+            ids.append(str(task_id))
+            delay = rng.choice([0, 0, 0, 5, 20])  # some tasks are mid-flight when a kill lands
+            body = {
+                "task_type": "GENERATION",
+                "prompt": f"t{i}",
+                "provider_type": "echo",
+                "provider_config": {"delay_ms": delay},
+                "origin_instance": instance,
+            }
+            producer.send(
+                TASK_COMMANDS,
+                str(task_id),
+                CreateTask(
+                    command_id=uuid.uuid4(),
+                    task_id=task_id,
+                    issued_at=datetime.now(UTC),
+                    task_type="GENERATION",
+                    payload_json=json.dumps(body, sort_keys=True),
+                    provider_type="echo",
+                    origin_instance=instance,
+                ),
+            )
+        producer.flush()
+        producer.close()
+        registry.close()
+
+        kills = {"processors": 0, "worker inference": 0}
+        done_at_first_kill = None
+        while min(kills.values()) < KILLS_PER_CHILD:
+            time.sleep(rng.uniform(0.3, 2.5))
+            role = rng.choice([r for r, n in kills.items() if n < KILLS_PER_CHILD])
+            child = _children(proc.pid).get(role)
+            if child is not None:
+                child.send_signal(signal.SIGKILL)
+                kills[role] += 1
+                if done_at_first_kill is None:
+                    done_at_first_kill = _count(info, instance, "COMPLETED")
+        assert done_at_first_kill < TASKS, "the first kill must land while tasks are in flight"
+        assert proc.poll() is None, "the supervisor gave up"
+
+        deadline = time.monotonic() + 300
+        while _count(info, instance, "COMPLETED") < TASKS:
+            assert time.monotonic() < deadline, (
+                f"stuck: {_count(info, instance, 'COMPLETED')} of {TASKS} COMPLETED, "
+                f"{_count(info, instance, 'PENDING')} PENDING, {_count(info, instance, 'EXECUTING')} EXECUTING"
+            )
+            time.sleep(1)
+        assert _count(info, instance, "COMPLETED") == TASKS, "no task appears twice"
+        for status in ("PENDING", "EXECUTING", "FAILED", "CANCELLED"):
+            assert _count(info, instance, status) == 0, status
+        for task_id in rng.sample(ids, 50):
+            task = _get(info, f"/api/v1/tasks/{task_id}")
+            assert (
+                task["status"] == "COMPLETED"
+                and task["retry_count"] == 0
+                and task["progress"] == 100.0
+            )
+            assert task["started_at"] <= task["completed_at"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
