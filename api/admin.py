@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import new_token
 from api.keys import PRINCIPAL, TOKENS
+from api.openapi import documented
 from api.tasks import parse_body
 
 routes = web.RouteTableDef()
@@ -29,7 +30,14 @@ def require_admin(request: web.Request) -> None:
         )
 
 
+class TokenResponse(BaseModel):
+    token: str
+    tenant: str
+    role: str
+
+
 @routes.post("/api/v1/admin/tokens")
+@documented("Issue API Token", "admin", body=TokenRequest, response=TokenResponse)
 async def issue_token(request: web.Request) -> web.Response:
     """A new token for a tenant. Shown once: only its SHA-256 is stored."""
     require_admin(request)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import swagger_ui_bundle
 from aiohttp import web
 from pydantic import SecretStr
 
@@ -21,6 +22,7 @@ from api.keys import (
     DB,
     EXTERNAL_REGISTRY,
     HEARTBEATS,
+    OPENAPI,
     OUTCOMES,
     PRINCIPAL,
     REGISTRY_STORE,
@@ -30,6 +32,8 @@ from api.keys import (
     TASK_READER,
     TOKENS,
 )
+from api.monitoring import routes as monitoring_routes
+from api.openapi import DOCS_PAGE, build_spec
 from api.schema_registry import create_registry_app
 from api.task_queries import TaskReader
 from api.tasks import routes as task_routes
@@ -40,11 +44,13 @@ from streams.admin import ensure_topics
 from streams.runtime import connect_serde
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
+from taskstream import __version__
 from taskstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+PUBLIC_PREFIXES = ("/docs/static/",)
 
 
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -74,7 +80,7 @@ async def json_errors(request: web.Request, handler):
 
 @web.middleware
 async def authenticate(request: web.Request, handler):
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
     token = token_from_header(request.headers.get("Authorization"))
     principal = await request.app[TOKENS].authenticate(token) if token else None
@@ -144,6 +150,20 @@ async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(monitor.stop)
 
 
+async def _openapi(app: web.Application) -> AsyncIterator[None]:
+    # Built once at start-up, when the router is complete and frozen.
+    app[OPENAPI] = build_spec(app, "taskstream (Sartiq Compute API)", __version__)
+    yield
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+
 def create_app(settings: Settings) -> web.Application:
     if settings.admin_token is None:
         token = new_token()
@@ -153,10 +173,14 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[json_errors, authenticate], client_max_size=settings.max_request_bytes
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_databases, _schemas, _heartbeats, _tasks])
+    app.cleanup_ctx.extend([_openapi, _databases, _schemas, _heartbeats, _tasks])
     app.router.add_get("/health", health)
     app.add_routes(task_routes)
+    app.add_routes(monitoring_routes)
     app.add_routes(admin_routes)
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs_page)
+    app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)
     if settings.builtin_registry:
         app.add_subapp("/schema-registry", create_registry_app())
     return app

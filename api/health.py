@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from api.keys import DB, EXTERNAL_REGISTRY, HEARTBEATS, REGISTRY_STORE, SERDE, SETTINGS
+from api.openapi import documented
 from streams.admin import broker_ready
 from streams.records import WorkerRole
 from streams.registry import RegistryError
@@ -36,7 +38,19 @@ async def _registry(app: web.Application) -> dict:
     )
 
 
+class Component(BaseModel):
+    status: str
+    detail: str
+
+
+class Health(BaseModel):
+    status: str
+    components: dict[str, Component]
+
+
+@documented("Health Check", "health", response=Health, public=True)
 async def health(request: web.Request) -> web.Response:
+    """200 when every component is ready, 503 naming what is not."""
     app = request.app
     bootstrap = app[SETTINGS].require_bootstrap()
     broker_ok, db_ok, registry = await asyncio.gather(

@@ -25,4 +25,5 @@ HEARTBEATS = web.AppKey("heartbeats", HeartbeatMonitor)
 COMMANDS = web.AppKey("commands", CommandSender)
 OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 TASK_READER = web.AppKey("task_reader", TaskReader)
+OPENAPI = web.AppKey("openapi", dict)
 PRINCIPAL = web.RequestKey("principal", Principal)  # request-scoped: the authenticated caller

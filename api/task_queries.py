@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +32,10 @@ class TaskFilter:
     tenant: str | None = None
     workflow_id: str | None = None
     include_deleted: bool = False
+    provider_type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    id_prefix: str | None = None
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
@@ -66,29 +71,77 @@ class TaskReader:
             return None
         return found
 
-    async def list(self, f: TaskFilter, skip: int, limit: int) -> list[dict[str, Any]]:
-        """Newest first."""
-        conditions: list[sql.Composable] = []
-        params: list[Any] = []
-        for column, value in (
-            ("status", f.status),
-            ("task_type", f.task_type),
-            ("origin_instance", f.origin_instance),
-            ("origin_zone", f.origin_zone),
-            ("tenant", f.tenant),
-        ):
-            if value is not None:
-                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-                params.append(str(value))
-        if f.workflow_id is not None:
-            conditions.append(sql.SQL("fields ->> 'workflow_id' = %s"))
-            params.append(f.workflow_id)
-        if not f.include_deleted:
-            conditions.append(sql.SQL("NOT is_deleted"))
-        where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")
+    async def list(
+        self,
+        f: TaskFilter,
+        skip: int,
+        limit: int,
+        order_by: str = "created_at",
+        descending: bool = True,
+    ) -> list[dict[str, Any]]:
+        """One page of matching tasks, newest first unless told otherwise."""
+        where, params = _where(f)
+        direction = sql.SQL("DESC" if descending else "ASC")
         query = sql.SQL(
-            "SELECT {} FROM tasks WHERE {} ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
-        ).format(sql.SQL(_COLUMNS), where)
+            "SELECT {} FROM tasks WHERE {} ORDER BY {} {} NULLS LAST, id {} LIMIT %s OFFSET %s"
+        ).format(sql.SQL(_COLUMNS), where, SORTABLE[order_by], direction, direction)
         async with self._db.transaction() as conn:
             rows = await (await conn.execute(query, (*params, limit, skip))).fetchall()
         return [dict(zip(_NAMES, row, strict=True)) for row in rows]
+
+    async def count(self, f: TaskFilter) -> int:
+        where, params = _where(f)
+        async with self._db.transaction() as conn:
+            row = await (
+                await conn.execute(
+                    sql.SQL("SELECT count(*) FROM tasks WHERE {}").format(where), params
+                )
+            ).fetchone()
+        return row[0]
+
+
+#: What monitoring lists may sort by (fixed SQL, chosen by name).
+SORTABLE: dict[str, sql.Composable] = {
+    name: sql.Identifier(name)
+    for name in (
+        "created_at",
+        "updated_at",
+        "started_at",
+        "completed_at",
+        "status",
+        "task_type",
+        "priority",
+        "progress",
+    )
+} | {"duration_ms": sql.SQL("(completed_at - started_at)")}
+
+
+def _where(f: TaskFilter) -> tuple[sql.Composable, list[Any]]:
+    conditions: list[sql.Composable] = []
+    params: list[Any] = []
+    for column, value in (
+        ("status", f.status),
+        ("task_type", f.task_type),
+        ("origin_instance", f.origin_instance),
+        ("origin_zone", f.origin_zone),
+        ("tenant", f.tenant),
+        ("provider_type", f.provider_type),
+    ):
+        if value is not None:
+            conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            params.append(str(value))
+    if f.workflow_id is not None:
+        conditions.append(sql.SQL("fields ->> 'workflow_id' = %s"))
+        params.append(f.workflow_id)
+    if f.created_after is not None:
+        conditions.append(sql.SQL("created_at > %s"))
+        params.append(f.created_after)
+    if f.created_before is not None:
+        conditions.append(sql.SQL("created_at < %s"))
+        params.append(f.created_before)
+    if f.id_prefix:
+        conditions.append(sql.SQL("id::text LIKE %s"))
+        params.append(f.id_prefix.lower().replace("%", "").replace("_", "") + "%")
+    if not f.include_deleted:
+        conditions.append(sql.SQL("NOT is_deleted"))
+    return (sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")), params

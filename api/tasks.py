@@ -20,7 +20,19 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from api.auth import Principal
 from api.commands import CommandNotSent
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, TASK_READER
-from api.task_models import CREATE_BODY, UPDATE_MODELS, GenerationTaskUpdate, TaskType
+from api.openapi import documented
+from api.task_models import (
+    CREATE_BODY,
+    TASK_PUBLIC,
+    UPDATE_MODELS,
+    ExperimentalFalTaskPublicUpdate,
+    GenerationTaskPublic,
+    GenerationTaskUpdate,
+    LLMInteractionTaskPublicUpdate,
+    TaskPublic,
+    TaskPublicUpdate,
+    TaskType,
+)
 from api.task_queries import TaskFilter, public
 from streams.records import (
     CancelTask,
@@ -32,6 +44,11 @@ from streams.records import (
 )
 
 routes = web.RouteTableDef()
+_TASK_LIST = TypeAdapter(list[TaskPublic])
+_GEN_LIST = TypeAdapter(list[GenerationTaskPublic])
+_ANY_UPDATE = TypeAdapter(
+    TaskPublicUpdate | ExperimentalFalTaskPublicUpdate | LLMInteractionTaskPublicUpdate
+)
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6b8f5e-54d4-4f4e-8f38-2f1f0d7c9a21")
 
 
@@ -160,11 +177,13 @@ def _head(request: web.Request, task_id: uuid.UUID) -> dict[str, Any]:
 
 
 @routes.get("/api/v1/tasks/generation")
+@documented("List Generation Tasks", "tasks", query=ListQuery, response=_GEN_LIST)
 async def list_generation_tasks(request: web.Request) -> web.Response:
     return await _list(request, TaskType.GENERATION)
 
 
 @routes.get("/api/v1/tasks/generation/{task_id}")
+@documented("Get Generation Task", "tasks", response=GenerationTaskPublic)
 async def get_generation_task(request: web.Request) -> web.Response:
     return web.json_response(
         public(await read_task(request, task_id_of(request), TaskType.GENERATION))
@@ -172,6 +191,9 @@ async def get_generation_task(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/v1/tasks/generation/{task_id}")
+@documented(
+    "Update Generation Task", "tasks", body=GenerationTaskUpdate, response=GenerationTaskPublic
+)
 async def update_generation_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     await read_task(request, task_id, TaskType.GENERATION)
@@ -180,6 +202,7 @@ async def update_generation_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/tasks/generation/{task_id}/cancel")
+@documented("Cancel Generation Task", "tasks", response=GenerationTaskPublic)
 async def cancel_generation_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     await read_task(request, task_id, TaskType.GENERATION)
@@ -187,6 +210,7 @@ async def cancel_generation_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/tasks/")
+@documented("Create Task", "tasks", body=CREATE_BODY, response=TASK_PUBLIC)
 async def create_task(request: web.Request) -> web.Response:
     body = await parse_body(request, CREATE_BODY)
     tenant = scope(request)
@@ -220,16 +244,19 @@ async def create_task(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/tasks/")
+@documented("List Tasks", "tasks", query=ListQuery, response=_TASK_LIST)
 async def list_tasks(request: web.Request) -> web.Response:
     return await _list(request, None)
 
 
 @routes.get("/api/v1/tasks/{task_id}")
+@documented("Get Task", "tasks", response=TASK_PUBLIC)
 async def get_task(request: web.Request) -> web.Response:
     return web.json_response(public(await read_task(request, task_id_of(request))))
 
 
 @routes.put("/api/v1/tasks/{task_id}")
+@documented("Update Task", "tasks", body=_ANY_UPDATE, response=TASK_PUBLIC)
 async def update_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     row = await read_task(request, task_id)
@@ -238,6 +265,7 @@ async def update_task(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/tasks/{task_id}")
+@documented("Delete Task", "tasks", response=TASK_PUBLIC)
 async def delete_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     before = public(await read_task(request, task_id))
@@ -245,6 +273,7 @@ async def delete_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/tasks/{task_id}/cleanup")
+@documented("Cleanup Task", "tasks", response=TASK_PUBLIC)
 async def cleanup_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     await read_task(request, task_id)
@@ -252,6 +281,7 @@ async def cleanup_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/tasks/{task_id}/cancel")
+@documented("Cancel Task", "tasks", response=TASK_PUBLIC)
 async def cancel_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     await read_task(request, task_id)

@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient, record_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from openapi_spec_validator import validate
 
 from processors.task_machine import MAX_RETRIES
 from streams.records import TaskCreatedEvent, TaskStatusEvent
@@ -269,3 +270,96 @@ def test_a_create_task_from_an_external_avro_producer(running_api, bootstrap):
         "acme",
         "batch",
     )
+
+
+def test_monitoring_lists_with_totals_duration_and_search(running_api):
+    api = running_api
+    zone = f"z-{uuid.uuid4().hex[:6]}"
+    ids = [
+        api.call("POST", "/api/v1/tasks/", echo_task(origin_zone=zone), api.admin_token)[1]["id"]
+        for _ in range(3)
+    ]
+    for task_id in ids:
+        wait_status(api, task_id, {"COMPLETED"})
+    status, page = api.call(
+        "GET", f"/api/v1/monitoring/tasks?origin_zone={zone}&page_size=2", token=api.admin_token
+    )
+    assert status == 200 and (page["total"], page["pages"], page["page"], len(page["items"])) == (
+        3,
+        2,
+        1,
+        2,
+    )
+    assert [i["id"] for i in page["items"]] == ids[::-1][:2]
+    item = page["items"][0]
+    assert (
+        item["duration_ms"] is not None and item["duration_ms"] >= 0 and item["has_error"] is False
+    )
+    _, asc = api.call(
+        "GET", f"/api/v1/monitoring/tasks?origin_zone={zone}&sort_order=asc", token=api.admin_token
+    )
+    assert [i["id"] for i in asc["items"]] == ids
+    _, found = api.call(
+        "GET", f"/api/v1/monitoring/tasks?search={ids[1][:8]}", token=api.admin_token
+    )
+    assert ids[1] in [i["id"] for i in found["items"]]
+    assert (
+        api.call("GET", "/api/v1/monitoring/tasks?sort_by=nonsense", token=api.admin_token)[0]
+        == 422
+    )
+    status, detail = api.call("GET", f"/api/v1/monitoring/tasks/{ids[0]}", token=api.admin_token)
+    assert (
+        status == 200
+        and detail["task_data"]["prompt"] == "a blue square"
+        and detail["duration_ms"] >= 0
+    )
+    assert detail["executor_type"] == "echo" and detail["queue_name"] == "inference"
+
+
+def test_openapi_is_generated_for_every_route_and_docs_render(running_api):
+    api = running_api
+    status, spec = api.call("GET", "/openapi.json")
+    assert status == 200 and spec["openapi"] == "3.0.3"
+    validate(spec)  # a document other tools accept, not just one we like
+    expected = {
+        "/api/v1/tasks/": {"get", "post"},
+        "/api/v1/tasks/{task_id}": {"get", "put", "delete"},
+        "/api/v1/tasks/{task_id}/cleanup": {"post"},
+        "/api/v1/tasks/{task_id}/cancel": {"post"},
+        "/api/v1/tasks/generation": {"get"},
+        "/api/v1/tasks/generation/{task_id}": {"get", "put"},
+        "/api/v1/tasks/generation/{task_id}/cancel": {"post"},
+        "/api/v1/monitoring/tasks": {"get"},
+        "/api/v1/monitoring/tasks/{task_id}": {"get"},
+        "/api/v1/admin/tokens": {"post"},
+        "/health": {"get"},
+    }
+    for path, methods in expected.items():
+        assert set(spec["paths"][path]) == methods, path
+    create = spec["paths"]["/api/v1/tasks/"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    refs = {o["$ref"].rsplit("/", 1)[1] for o in body["oneOf"]}
+    assert {"CreateGenerationTask", "CreateRefineTask", "CreateFaceEnhancerTask"} <= refs and len(
+        refs
+    ) == 11
+    assert "prompt" in spec["components"]["schemas"]["CreateGenerationTask"]["required"]
+    assert create["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "HTTPValidationError"
+    )
+    assert (
+        create["security"] == [{"HTTPBearer": []}]
+        and "security" not in spec["paths"]["/health"]["get"]
+    )
+    params = {p["name"] for p in spec["paths"]["/api/v1/tasks/"]["get"]["parameters"]}
+    assert {
+        "limit",
+        "skip",
+        "status",
+        "task_type",
+        "origin_instance",
+        "origin_zone",
+        "origin_tenant_id",
+    } <= params
+    status, page = api.call("GET", "/docs")
+    assert status == 200 and "swagger-ui-bundle.js" in page
+    assert api.call("GET", "/docs/static/swagger-ui-bundle.js")[0] == 200

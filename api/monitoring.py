@@ -1,0 +1,183 @@
+"""Monitoring routes over the task store: paginated lists with computed duration and error
+flags, and one task's full detail (seed §1.5, inventory §2.5)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from api.keys import TASK_READER
+from api.openapi import documented
+from api.task_models import TaskType
+from api.task_queries import SORTABLE, TaskFilter, public
+from api.tasks import parse_query, read_task, scope, task_id_of
+from streams.records import ErrorCategory, TaskStatus
+
+routes = web.RouteTableDef()
+
+
+class MonitoringQuery(BaseModel):
+    page: int = Field(1, ge=1, description="Page number (1-indexed)")
+    page_size: int = Field(50, ge=1, le=500, description="Items per page")
+    status: TaskStatus | None = None
+    task_type: TaskType | None = None
+    provider_type: str | None = None
+    origin_instance: str | None = None
+    origin_zone: str | None = None
+    origin_tenant_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    search: str | None = Field(None, max_length=36, description="Search by task ID prefix")
+    sort_by: Literal[tuple(SORTABLE)] = "created_at"  # type: ignore[valid-type]
+    sort_order: Literal["asc", "desc"] = "desc"
+
+
+class TaskListItem(BaseModel):
+    id: UUID
+    task_type: TaskType
+    status: TaskStatus
+    progress: float
+    provider_type: str | None = None
+    origin_instance: str
+    origin_zone: str | None = None
+    origin_tenant_id: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: float | None = Field(None, description="started_at to completed_at")
+    has_error: bool
+
+
+class TaskListResponse(BaseModel):
+    items: list[TaskListItem]
+    total: int
+    page: int
+    page_size: int
+    pages: int
+
+
+class TaskDetailResponse(BaseModel):
+    id: UUID
+    task_type: TaskType
+    provider_type: str | None = None
+    status: TaskStatus
+    progress: float = 0.0
+    origin_instance: str
+    origin_zone: str | None = None
+    origin_tenant_id: str | None = None
+    origin_reference: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_ms: float | None = None
+    queue_name: str = "inference"
+    priority: int = 0
+    celery_task_id: str | None = None
+    service_task_id: str | None = None
+    executor_type: str | None = None
+    executor_instance: str | None = None
+    config: dict[str, Any] | None = None
+    webhook_url: str | None = None
+    errors: list[str] | None = None
+    error_category: ErrorCategory | None = None
+    retry_count: int = 0
+    is_resumed: bool = False
+    resume_attempt_count: int = 0
+    last_resume_attempt: datetime | None = None
+    service_requests: list[dict[str, Any]] | None = None
+    task_data: dict[str, Any] = Field(default_factory=dict, description="Task-type specific fields")
+
+
+def _duration_ms(row: dict[str, Any]) -> float | None:
+    if row["started_at"] is None or row["completed_at"] is None:
+        return None
+    return (row["completed_at"] - row["started_at"]).total_seconds() * 1000
+
+
+def _item(row: dict[str, Any]) -> TaskListItem:
+    return TaskListItem(
+        **{
+            k: row[k]
+            for k in (
+                "id",
+                "task_type",
+                "status",
+                "progress",
+                "provider_type",
+                "origin_zone",
+                "created_at",
+                "started_at",
+                "completed_at",
+            )
+        },
+        origin_instance=row["origin_instance"] or "unknown",
+        origin_tenant_id=row["tenant"],
+        duration_ms=_duration_ms(row),
+        has_error=bool(row["error_message"] or row["fields"].get("errors")),
+    )
+
+
+@routes.get("/api/v1/monitoring/tasks")
+@documented("List Monitored Tasks", "monitoring", query=MonitoringQuery, response=TaskListResponse)
+async def list_monitored_tasks(request: web.Request) -> web.Response:
+    q: MonitoringQuery = parse_query(request, MonitoringQuery)
+    tenant = scope(request)
+    if tenant is not None and q.origin_tenant_id not in (None, tenant):
+        body = TaskListResponse(items=[], total=0, page=q.page, page_size=q.page_size, pages=0)
+        return web.json_response(body.model_dump(mode="json"))
+    f = TaskFilter(
+        status=q.status,
+        task_type=q.task_type,
+        provider_type=q.provider_type,
+        origin_instance=q.origin_instance,
+        origin_zone=q.origin_zone,
+        tenant=tenant if tenant is not None else q.origin_tenant_id,
+        created_after=q.created_after,
+        created_before=q.created_before,
+        id_prefix=q.search,
+    )
+    reader = request.app[TASK_READER]
+    total = await reader.count(f)
+    rows = await reader.list(
+        f, (q.page - 1) * q.page_size, q.page_size, q.sort_by, q.sort_order == "desc"
+    )
+    body = TaskListResponse(
+        items=[_item(r) for r in rows],
+        total=total,
+        page=q.page,
+        page_size=q.page_size,
+        pages=math.ceil(total / q.page_size),
+    )
+    return web.json_response(body.model_dump(mode="json"))
+
+
+@routes.get("/api/v1/monitoring/tasks/{task_id}")
+@documented("Get Monitored Task", "monitoring", response=TaskDetailResponse)
+async def get_monitored_task(request: web.Request) -> web.Response:
+    row = await read_task(request, task_id_of(request))
+    shown = public(row)
+    fields = row["fields"]
+    detail = TaskDetailResponse(
+        **{k: v for k, v in shown.items() if k in TaskDetailResponse.model_fields},
+        duration_ms=_duration_ms(row),
+        **{
+            k: fields[k]
+            for k in (
+                "queue_name",
+                "webhook_url",
+                "is_resumed",
+                "resume_attempt_count",
+                "last_resume_attempt",
+                "service_requests",
+            )
+            if fields.get(k) is not None
+        },
+        task_data={k: v for k, v in shown.items() if k not in TaskDetailResponse.model_fields},
+    )
+    return web.json_response(detail.model_dump(mode="json"))
