@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from api.auth import new_token
-from api.keys import PRINCIPAL, TOKENS
+from api.keys import TOKENS
 from api.openapi import documented
-from api.tasks import parse_body
+from api.tasks import parse_body, require_admin
 
 routes = web.RouteTableDef()
 
@@ -20,14 +19,6 @@ class TokenRequest(BaseModel):
     tenant: str = Field(..., min_length=1, max_length=255)
     role: Literal["user", "admin"] = "user"
     label: str | None = Field(None, max_length=255)
-
-
-def require_admin(request: web.Request) -> None:
-    if not request[PRINCIPAL].is_admin:
-        raise web.HTTPForbidden(
-            text=json.dumps({"detail": "this route needs an admin token"}),
-            content_type="application/json",
-        )
 
 
 class TokenResponse(BaseModel):

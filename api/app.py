@@ -29,6 +29,7 @@ from api.keys import (
     SERDE,
     SETTINGS,
     SYNC_DB,
+    TASK_COUNTS,
     TASK_READER,
     TOKENS,
 )
@@ -41,9 +42,12 @@ from state.db import AsyncDatabase, Database
 from state.migrations import migrate
 from state.registry_store import RegistryStore
 from streams.admin import ensure_topics
+from streams.latest import LatestRecords
+from streams.records import TaskCountsSnapshot
 from streams.runtime import connect_serde
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
+from streams.topics import MONITORING_STATS
 from taskstream import __version__
 from taskstream.settings import Settings
 
@@ -146,8 +150,16 @@ async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
         fetch_wait_ms=settings.kafka_fetch_wait_ms,
     )
     app[HEARTBEATS] = monitor.start()
+    app[TASK_COUNTS] = LatestRecords(
+        settings.require_bootstrap(),
+        MONITORING_STATS,
+        app[SERDE],
+        TaskCountsSnapshot,
+        settings.kafka_fetch_wait_ms,
+    ).start()
     yield
     await asyncio.to_thread(monitor.stop)
+    await asyncio.to_thread(app[TASK_COUNTS].stop)
 
 
 async def _openapi(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from api.heartbeats import HeartbeatMonitor
 from api.task_queries import TaskReader
 from state.db import AsyncDatabase, Database
 from state.registry_store import RegistryStore
+from streams.latest import LatestRecords
 from streams.registry import HttpSchemaRegistry
 from streams.serde import AvroSerde
 from taskstream.settings import Settings
@@ -26,4 +27,5 @@ COMMANDS = web.AppKey("commands", CommandSender)
 OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 TASK_READER = web.AppKey("task_reader", TaskReader)
 OPENAPI = web.AppKey("openapi", dict)
+TASK_COUNTS = web.AppKey("task_counts", LatestRecords)
 PRINCIPAL = web.RequestKey("principal", Principal)  # request-scoped: the authenticated caller

@@ -4,18 +4,19 @@ flags, and one task's full detail (seed §1.5, inventory §2.5)."""
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from api.keys import TASK_READER
+from api.keys import TASK_COUNTS, TASK_READER
 from api.openapi import documented
 from api.task_models import TaskType
 from api.task_queries import SORTABLE, TaskFilter, public
-from api.tasks import parse_query, read_task, scope, task_id_of
+from api.tasks import parse_query, read_task, require_admin, scope, task_id_of
+from processors.task_counts import aggregate, scope_of
 from streams.records import ErrorCategory, TaskStatus
 
 routes = web.RouteTableDef()
@@ -92,6 +93,33 @@ class TaskDetailResponse(BaseModel):
     last_resume_attempt: datetime | None = None
     service_requests: list[dict[str, Any]] | None = None
     task_data: dict[str, Any] = Field(default_factory=dict, description="Task-type specific fields")
+
+
+class StatsQuery(BaseModel):
+    origin_instance: str | None = None
+    origin_zone: str | None = None
+
+
+class AggregateStats(BaseModel):
+    total_tasks: int
+    by_status: dict[str, int]
+    by_provider: dict[str, int]
+    by_task_type: dict[str, int]
+    tasks_last_hour: int = 0
+    tasks_last_24h: int = 0
+
+
+@routes.get("/api/v1/monitoring/stats")
+@documented("Get Monitoring Stats", "monitoring", query=StatsQuery, response=AggregateStats)
+async def get_monitoring_stats(request: web.Request) -> web.Response:
+    """Counts by status, provider and task type, plus tasks created in the last hour and day,
+    from the stream tables (eventually consistent, about a second behind). Admin only: the
+    counts span every tenant."""
+    require_admin(request)
+    q: StatsQuery = parse_query(request, StatsQuery)
+    snapshots = [s.counts for s in request.app[TASK_COUNTS].values()]
+    stats = aggregate(snapshots, scope_of(q.origin_instance, q.origin_zone), datetime.now(UTC))
+    return web.json_response(AggregateStats(**stats).model_dump(mode="json"))
 
 
 def _duration_ms(row: dict[str, Any]) -> float | None:

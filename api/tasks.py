@@ -117,6 +117,14 @@ def scope(request: web.Request) -> str | None:
     return None if principal.is_admin else principal.tenant
 
 
+def require_admin(request: web.Request) -> None:
+    if not request[PRINCIPAL].is_admin:
+        raise web.HTTPForbidden(
+            text=json.dumps({"detail": "this route needs an admin token"}),
+            content_type="application/json",
+        )
+
+
 def not_found(task_id: uuid.UUID) -> web.HTTPNotFound:
     return web.HTTPNotFound(
         text=json.dumps({"detail": f"task {task_id} not found"}), content_type="application/json"

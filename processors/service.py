@@ -3,6 +3,7 @@ workflow orchestrator, stream tables and webhook sink to join it as their issues
 
 from __future__ import annotations
 
+from processors.count_tables import CountTables
 from processors.task_processor import TaskProcessor
 from state.db import Database
 from streams.producer import RecordProducer
@@ -27,11 +28,12 @@ def create_processors(settings: Settings) -> MemberProcess:
         settings.kafka_session_timeout_ms,
         settings.kafka_fetch_wait_ms,
     )
+    counts = CountTables(bootstrap, serde, producer, settings.kafka_session_timeout_ms)
     return MemberProcess(
         role=WorkerRole.PROCESSORS,
         worker_id=worker_id,
         producer=producer,
-        consumers=[tasks],
+        consumers=[tasks, counts],
         interval_s=settings.heartbeat_interval_s,
         queues=[TASK_COMMANDS.name],
         on_close=[registry.close, db.close],

@@ -160,8 +160,10 @@ def _create(state: TaskState | None, cmd: CreateTask, now: datetime) -> Decision
         payload_json=cmd.payload_json,
         fields=payload,
     )
+    context = {"provider_type": new.provider_type, "origin_tenant_id": new.tenant}
     created = TaskCreatedEvent(
         **_envelope(new, now, EventType.TASK_CREATED),
+        metadata={k: v for k, v in context.items() if v is not None} or None,
         status=TaskStatus.PENDING.value,
         task_type=new.task_type,
         created_at=now,

@@ -342,6 +342,16 @@ class WorkflowStatusChanged(Record):
     timestamp: datetime
 
 
+# --- monitoring ------------------------------------------------------------------------
+
+
+class TaskCountsSnapshot(Record):
+    avro_name: ClassVar[str] = "taskstream.monitoring.TaskCountsSnapshot"
+    partition: int
+    counts: dict[str, int]
+    taken_at: datetime
+
+
 def _concrete(cls: type[Record]) -> list[type[Record]]:
     found = []
     for sub in cls.__subclasses__():

@@ -1,6 +1,6 @@
 """Crash safety, proven: 2,000 echo tasks while the processors and the inference worker are
 SIGKILLed at random moments (the `taskstream up` supervisor restarts them). Afterwards every
-task is COMPLETED exactly once and none is stuck."""
+task is COMPLETED exactly once, none is stuck, and the stream-table counts equal the truth."""
 
 from __future__ import annotations
 
@@ -151,6 +151,21 @@ def test_no_task_is_lost_duplicated_or_stuck_when_members_are_killed(tmp_path: P
         assert _count(info, instance, "COMPLETED") == TASKS, "no task appears twice"
         for status in ("PENDING", "EXECUTING", "FAILED", "CANCELLED"):
             assert _count(info, instance, status) == 0, status
+        # The stream tables were killed with the processors too: their counts must still be exact.
+        expected = {
+            "total_tasks": TASKS,
+            "by_status": {"COMPLETED": TASKS},
+            "by_provider": {"echo": TASKS},
+            "by_task_type": {"GENERATION": TASKS},
+            "tasks_last_hour": TASKS,
+            "tasks_last_24h": TASKS,
+        }
+        deadline = time.monotonic() + 120
+        while (
+            stats := _get(info, f"/api/v1/monitoring/stats?origin_instance={instance}")
+        ) != expected:
+            assert time.monotonic() < deadline, stats
+            time.sleep(1)
         for task_id in rng.sample(ids, 50):
             task = _get(info, f"/api/v1/tasks/{task_id}")
             assert (

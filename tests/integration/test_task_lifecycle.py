@@ -363,3 +363,48 @@ def test_openapi_is_generated_for_every_route_and_docs_render(running_api):
     status, page = api.call("GET", "/docs")
     assert status == 200 and "swagger-ui-bundle.js" in page
     assert api.call("GET", "/docs/static/swagger-ui-bundle.js")[0] == 200
+
+
+def test_stream_table_stats_count_by_status_type_and_provider(running_api):
+    api = running_api
+    instance = f"stats-{uuid.uuid4().hex[:6]}"
+    done = [
+        api.call("POST", "/api/v1/tasks/", echo_task(origin_instance=instance), api.admin_token)[1][
+            "id"
+        ]
+        for _ in range(3)
+    ]
+    _, slow = api.call(
+        "POST",
+        "/api/v1/tasks/",
+        echo_task(origin_instance=instance, origin_zone="us", provider_config={"delay_ms": 5000}),
+        api.admin_token,
+    )
+    api.call("POST", f"/api/v1/tasks/{slow['id']}/cancel", token=api.admin_token)
+    for task_id in done:
+        wait_status(api, task_id, {"COMPLETED"})
+    expected = {
+        "total_tasks": 4,
+        "by_status": {"COMPLETED": 3, "CANCELLED": 1},
+        "by_provider": {"echo": 4},
+        "by_task_type": {"GENERATION": 4},
+        "tasks_last_hour": 4,
+        "tasks_last_24h": 4,
+    }
+    deadline = time.monotonic() + 30
+    while True:  # the tables are about a second behind the task store
+        status, stats = api.call(
+            "GET", f"/api/v1/monitoring/stats?origin_instance={instance}", token=api.admin_token
+        )
+        if stats == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert status == 200 and stats == expected
+    _, zone = api.call(
+        "GET",
+        f"/api/v1/monitoring/stats?origin_instance={instance}&origin_zone=us",
+        token=api.admin_token,
+    )
+    assert zone["total_tasks"] == 1 and zone["by_status"] == {"CANCELLED": 1}
+    user = api.call("POST", "/api/v1/admin/tokens", {"tenant": "acme"}, api.admin_token)[1]["token"]
+    assert api.call("GET", "/api/v1/monitoring/stats", token=user)[0] == 403
