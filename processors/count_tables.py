@@ -4,7 +4,7 @@ An agent reads `tasks.events` into one table, `task-facts` (what is known of eac
 keyed by task id, with its partition). Each event is a single-key write, so a crash can
 never leave half an event applied. The counters are derived: kept in memory from each
 event's deltas, and rebuilt from the facts whenever a partition is (re)assigned after
-recovery. Every second the counters of each changed partition are published as a
+recovery (faust's per-table recovery callback, before the stream resumes). Every second the counters of each changed partition are published as a
 `TaskCountsSnapshot` to the compacted `monitoring.stats` topic, where any number of API
 instances read and sum them.
 
@@ -48,12 +48,12 @@ class CountTables:
         producer: RecordProducer,
         session_timeout_ms: int = 6000,
         publish_every_s: float = 1.0,
+        single_record_batches: bool = False,
     ) -> None:
         self._serde = serde
         self._producer = producer
         self._dirty: set[int] = set()
         self._assigned: list[str] = []
-        self._announced: set[int] = set()  # partitions published since they were assigned
         self._failure: BaseException | None = None
         self.joined = threading.Event()
         self.counted = 0
@@ -71,12 +71,17 @@ class CountTables:
             broker_session_timeout=session_timeout_ms / 1000,
             broker_heartbeat_interval=max(0.5, session_timeout_ms / 6000),
             consumer_auto_offset_reset="earliest",
+            # One changelog record per batch where the broker misreports watermarks (tansu),
+            # or recovery would stop short of the last records (see Settings).
+            **({"producer_max_batch_size": 1} if single_record_batches else {}),
         )
         self._events = self.app.topic(
             TASK_EVENTS.name, key_serializer="raw", value_serializer="raw"
         )
         self.facts = self.app.Table("task-facts", default=None, partitions=TASK_EVENTS.partitions)
         self._counters: dict[int, Counter[str]] = defaultdict(Counter)
+        self._table_recovered = self.facts.on_recovery_completed
+        self.facts.on_recovery_completed = self._recovered  # faust awaits it per table
         self.app.agent(self._events, name="count-task-events")(self._consume)
         self.app.timer(publish_every_s, name="publish-task-counts")(self._publish)
 
@@ -149,27 +154,22 @@ class CountTables:
                 facts = TaskFacts(**{k: v for k, v in stored.items() if k != "partition"})
                 self._counters[stored["partition"]].update(count(None, _created(facts))[1])
 
+    async def _recovered(self, active_tps: set, standby_tps: set) -> None:
+        """After faust restored the facts of its active partitions, and before their stream
+        resumes: rebuild those partitions' counters and publish them."""
+        await self._table_recovered(active_tps, standby_tps)
+        partitions = {tp.partition for tp in active_tps}
+        self._rebuild(partitions)
+        self._dirty |= partitions
+
     async def _publish(self) -> None:
-        if (
-            self.app.rebalancing
-            or self.app.in_recovery
-            or not self.app.tables.recovery.completed.is_set()
-        ):
-            return  # tables are being restored: a snapshot now could be partial
         owned = {
             tp.partition for tp in self.app.consumer.assignment() if tp.topic == TASK_EVENTS.name
         }
         self._assigned = sorted(f"{TASK_EVENTS.name}:{p}" for p in owned)
         if owned:
             self.joined.set()
-        # A partition (re)assigned after a crash: its counters are rebuilt from the recovered
-        # facts and published, even if no new event arrives for it.
-        self._announced &= owned
-        fresh = owned - self._announced
-        if fresh:
-            self._rebuild(fresh)
-        dirty, self._dirty = (self._dirty & owned) | fresh, set()
-        self._announced |= fresh
+        dirty, self._dirty = self._dirty & owned, set()
         now = datetime.now(UTC)
         for partition in dirty:
             counts = {k: v for k, v in self._counters[partition].items() if v}

@@ -28,7 +28,13 @@ def create_processors(settings: Settings) -> MemberProcess:
         settings.kafka_session_timeout_ms,
         settings.kafka_fetch_wait_ms,
     )
-    counts = CountTables(bootstrap, serde, producer, settings.kafka_session_timeout_ms)
+    counts = CountTables(
+        bootstrap,
+        serde,
+        producer,
+        settings.kafka_session_timeout_ms,
+        single_record_batches=settings.kafka_single_record_batches,
+    )
     return MemberProcess(
         role=WorkerRole.PROCESSORS,
         worker_id=worker_id,

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     # The embedded broker answers a waiting fetch only when fetch.wait.max.ms runs out (new
     # data does not wake it): measured 202 ms per hop at Kafka's 500 ms default, 2 ms at 10-20.
     kafka_fetch_wait_ms: int = Field(20, ge=1, le=500)
+    # tansu 0.6 reports a partition's high watermark as the last batch's base offset + 1, so
+    # readers that stop at the watermark (faust's changelog recovery) miss the tail of a
+    # multi-record batch. `taskstream up` sets this when it runs the embedded broker.
+    kafka_single_record_batches: bool = False
     heartbeat_interval_s: float = Field(2.0, gt=0, description="Seconds between worker heartbeats.")
     max_request_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest accepted HTTP body."

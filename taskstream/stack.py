@@ -121,6 +121,8 @@ class Stack:
             "TASKSTREAM_API_PORT": str(port),
             "TASKSTREAM_ADMIN_TOKEN": token,
         }
+        if self.broker is not None:
+            env["TASKSTREAM_KAFKA_SINGLE_RECORD_BATCHES"] = "true"  # tansu's watermark quirk
         return env
 
     def _start_children(self, env: dict[str, str]) -> None:

@@ -65,6 +65,7 @@ def settings_for(bootstrap: str, database_url: str, **overrides) -> Settings:
         "admin_token": new_token(),
         "api_port": free_port(),
         "heartbeat_interval_s": 0.5,
+        "kafka_single_record_batches": True,  # the embedded broker's watermark quirk
         **overrides,
     }
     return Settings(**values)

@@ -20,10 +20,11 @@ import psutil
 import pytest
 
 from streams.producer import RecordProducer
-from streams.records import CreateTask
+from streams.records import CreateTask, TaskStatusEvent
 from streams.runtime import connect_serde
 from streams.topics import TASK_COMMANDS
 from taskstream.embedded import free_port
+from tests.integration.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.slow
 
@@ -149,8 +150,21 @@ def test_no_task_is_lost_duplicated_or_stuck_when_members_are_killed(tmp_path: P
             )
             time.sleep(1)
         assert _count(info, instance, "COMPLETED") == TASKS, "no task appears twice"
+        wanted = set(ids)
         for status in ("PENDING", "EXECUTING", "FAILED", "CANCELLED"):
             assert _count(info, instance, status) == 0, status
+        # Every task's last status event on tasks.events says COMPLETED: nothing was lost on its
+        # way out of the outbox (duplicates are allowed; they carry the same content).
+        serde, registry = connect_serde(info["schema_registry_url"], f"admin:{info['admin_token']}")
+        last: dict[str, str] = {}
+        for msg in read_topic(info["bootstrap_servers"], "tasks.events", 10**7, timeout=20):
+            event = serde.deserialize(msg.value())
+            if isinstance(event, TaskStatusEvent) and str(event.task_id) in wanted:
+                last[str(event.task_id)] = event.status.value
+        registry.close()
+        not_completed = {t: s for t, s in last.items() if s != "COMPLETED"}
+        assert len(last) == TASKS and not not_completed, (len(last), not_completed)
+
         # The stream tables were killed with the processors too: their counts must still be exact.
         expected = {
             "total_tasks": TASKS,
