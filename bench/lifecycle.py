@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,41 +35,9 @@ from streams.producer import RecordProducer  # noqa: E402
 from streams.records import CreateTask  # noqa: E402
 from streams.runtime import connect_serde  # noqa: E402
 from streams.topics import TASK_COMMANDS  # noqa: E402
-from taskstream.embedded import free_port  # noqa: E402
+from taskstream.stack import launch  # noqa: E402
 
 FLOORS = {"kafka": 1000.0, "http": 500.0, "p99_ms": 100.0}
-
-
-def start_stack(data_dir: Path) -> tuple[subprocess.Popen, dict]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "KAFKA_BOOTSTRAP_SERVERS",
-            "DATABASE_URL",
-            "SCHEMA_REGISTRY_URL",
-            "TASKSTREAM_ADMIN_TOKEN",
-        )
-    }
-    env.update(
-        TASKSTREAM_DATA_DIR=str(data_dir),
-        TASKSTREAM_API_PORT=str(free_port()),
-        TASKSTREAM_LOG_LEVEL="WARNING",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "up"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    stack_file = data_dir / "stack.json"
-    deadline = time.monotonic() + 180
-    while not stack_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("taskstream up did not become healthy")
-        time.sleep(0.2)
-    return proc, json.loads(stack_file.read_text())
 
 
 def baseline(bootstrap: str, n: int) -> float:
@@ -201,7 +168,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="taskstream-bench-") as tmp:
-        proc, info = start_stack(Path(tmp))
+        proc, info = launch(Path(tmp))
         try:
             base = baseline(info["bootstrap_servers"], args.tasks)
             kafka = asyncio.run(via_kafka(info, args.tasks))

@@ -393,29 +393,32 @@ def _job(state: TaskState, now: datetime) -> InferenceJob:
     )
 
 
-def _applied(
-    cmd: Message, state: TaskState, now: datetime, version: int | None = None
+def _outcome(
+    cmd: Message, now: datetime, kind: CommandOutcomeKind, **fields: Any
 ) -> CommandOutcome:
     return CommandOutcome(
         command_id=cmd.command_id,
         task_id=cmd.task_id,
         command_type=type(cmd).__name__,
-        outcome=CommandOutcomeKind.APPLIED,
-        version=version or state.version,
+        outcome=kind,
         timestamp=now,
+        **fields,
     )
+
+
+def _applied(
+    cmd: Message, state: TaskState, now: datetime, version: int | None = None
+) -> CommandOutcome:
+    return _outcome(cmd, now, CommandOutcomeKind.APPLIED, version=version or state.version)
 
 
 def _rejected(
     state: TaskState | None, cmd: Message, now: datetime, status_code: int, reason: str
 ) -> Decision:
-    outcome = CommandOutcome(
-        command_id=cmd.command_id,
-        task_id=cmd.task_id,
-        command_type=type(cmd).__name__,
-        outcome=CommandOutcomeKind.REJECTED,
-        reason=reason,
-        status_code=status_code,
-        timestamp=now,
+    """The command changes nothing; the API answers `status_code` with `reason`."""
+    return Decision(
+        state,
+        outcome=_outcome(
+            cmd, now, CommandOutcomeKind.REJECTED, reason=reason, status_code=status_code
+        ),
     )
-    return Decision(state, outcome=outcome)

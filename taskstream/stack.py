@@ -229,3 +229,51 @@ def up(settings: Settings) -> int:
 
 def read_stack_file(data_dir: Path) -> dict[str, str]:
     return json.loads((data_dir / "stack.json").read_text())
+
+
+#: Variables that would point `taskstream up` at outside infrastructure instead of embedded.
+INFRA_VARS = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "DATABASE_URL",
+    "SCHEMA_REGISTRY_URL",
+    "SCHEMA_REGISTRY_BASIC_AUTH",
+    "TASKSTREAM_ADMIN_TOKEN",
+)
+
+
+def launch(
+    data_dir: Path, *, log_level: str = "WARNING", timeout: float = 150.0
+) -> tuple[subprocess.Popen, dict[str, str]]:
+    """Run `taskstream up` (everything embedded) as a detached process group, logging to
+    `<data_dir>/up.log`, and wait until it is healthy; returns the process and its
+    stack.json. For tests and benchmarks: stop it with `os.killpg(proc.pid, SIGTERM)`."""
+    from taskstream.embedded import free_port
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in INFRA_VARS}
+    env.update(
+        TASKSTREAM_DATA_DIR=str(data_dir),
+        TASKSTREAM_API_PORT=str(free_port()),
+        TASKSTREAM_LOG_LEVEL=log_level,
+    )
+    log_path = data_dir / "up.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "taskstream", "up"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while not (data_dir / "stack.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(
+                f"taskstream up did not become healthy within {timeout:.0f}s:\n{tail}"
+            )
+        time.sleep(0.2)
+    return proc, read_stack_file(data_dir)

@@ -8,8 +8,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -23,7 +21,7 @@ from streams.producer import RecordProducer
 from streams.records import CreateTask, TaskStatusEvent
 from streams.runtime import connect_serde
 from streams.topics import TASK_COMMANDS
-from taskstream.embedded import free_port
+from taskstream.stack import launch
 from tests.integration.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.slow
@@ -64,36 +62,8 @@ def _count(info: dict, instance: str, status: str) -> int:
 
 
 def test_no_task_is_lost_duplicated_or_stuck_when_members_are_killed(tmp_path: Path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "KAFKA_BOOTSTRAP_SERVERS",
-            "DATABASE_URL",
-            "SCHEMA_REGISTRY_URL",
-            "TASKSTREAM_ADMIN_TOKEN",
-        )
-    }
-    env.update(
-        TASKSTREAM_DATA_DIR=str(tmp_path / "data"),
-        TASKSTREAM_API_PORT=str(free_port()),
-        TASKSTREAM_LOG_LEVEL="WARNING",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "up"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc, info = launch(tmp_path / "data")
     try:
-        stack_file = tmp_path / "data" / "stack.json"
-        deadline = time.monotonic() + 150
-        while not stack_file.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "stack did not start"
-            time.sleep(0.2)
-        info = json.loads(stack_file.read_text())
         instance = f"crash-{uuid.uuid4().hex[:6]}"
         rng = random.Random(20261122)
 

@@ -3,11 +3,8 @@ process left behind after SIGTERM, or even after the supervisor is SIGKILLed."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,17 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from taskstream.embedded import free_port
+from taskstream.stack import launch
 
 pytestmark = pytest.mark.slow
-
-INFRA_VARS = (
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "DATABASE_URL",
-    "SCHEMA_REGISTRY_URL",
-    "SCHEMA_REGISTRY_BASIC_AUTH",
-    "TASKSTREAM_ADMIN_TOKEN",
-)
 
 
 def _get(url: str, token: str | None = None) -> int:
@@ -42,29 +31,14 @@ def _get(url: str, token: str | None = None) -> int:
 
 @pytest.fixture
 def stack(tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if k not in INFRA_VARS}
-    env.update(TASKSTREAM_DATA_DIR=str(tmp_path / "data"), TASKSTREAM_API_PORT=str(free_port()))
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "taskstream", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc, info = launch(tmp_path / "data", log_level="INFO")
     stack_file = tmp_path / "data" / "stack.json"
-    deadline = started + 150
-    while not stack_file.exists():
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "stack.json never appeared"
-        time.sleep(0.2)
-    info = json.loads(stack_file.read_text())
     print(f"taskstream up healthy after {time.monotonic() - started:.1f}s")  # shown with -s
     family = [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]
     yield proc, info, family, stack_file
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.stdout.close()
 
 
 def _all_gone(pids: list[int], timeout: float) -> list[int]:
