@@ -16,7 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from uuid import UUID
 
+from gpu.cancellations import CancellationWatch
+from gpu.executors import JobCancelled
 from gpu.executors.echo import echo
 from streams.consumer import Delivery, RecordConsumer
 from streams.producer import RecordProducer
@@ -41,7 +44,7 @@ from taskstream.settings import Settings
 logger = logging.getLogger(__name__)
 
 #: Runs one job and returns its type-specific result fields (reported as `result_json`).
-Executor = Callable[[InferenceJob | TrainingJob], dict]
+Executor = Callable[[InferenceJob | TrainingJob, Callable[[], bool]], dict]
 
 #: Executors every worker has; model-backed ones join them in the inference issue.
 DEFAULT_EXECUTORS: dict[str, Executor] = {"echo": echo}
@@ -79,11 +82,13 @@ class JobRunner:
         worker_id: str,
         producer: RecordProducer,
         executors: dict[str, Executor],
+        cancelled: Callable[[UUID], bool] = lambda task_id: False,
     ) -> None:
         self._spec = spec
         self._worker_id = worker_id
         self._producer = producer
         self._executors = executors
+        self._cancelled = cancelled
         self.completed = 0
 
     def __call__(self, delivery: Delivery) -> None:
@@ -100,9 +105,13 @@ class JobRunner:
                 error_message=f"no executor for provider {provider!r} on worker {self._worker_id}",
             )
             return
+        if self._cancelled(job.task_id):
+            return  # cancelled while queued: nothing to run, nothing to report
         self._report(job, TaskStatus.EXECUTING)
         try:
-            result = executor(job)
+            result = executor(job, lambda: self._cancelled(job.task_id))
+        except JobCancelled:
+            logger.info("stopped job %s: task %s was cancelled", job.job_id, job.task_id)
         except ValueError as exc:  # bad input: retrying cannot help
             self._report(
                 job,
@@ -148,8 +157,13 @@ def create_worker(
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(spec.role)
+    watch = CancellationWatch(bootstrap, serde, settings.kafka_fetch_wait_ms).start()
     runner = JobRunner(
-        spec, worker_id, producer, DEFAULT_EXECUTORS if executors is None else executors
+        spec,
+        worker_id,
+        producer,
+        DEFAULT_EXECUTORS if executors is None else executors,
+        cancelled=watch.is_cancelled,
     )
     consumer = RecordConsumer(
         bootstrap,
@@ -169,5 +183,5 @@ def create_worker(
         interval_s=settings.heartbeat_interval_s,
         queues=[spec.jobs.name],
         status=lambda: {"completed_count": runner.completed},
-        on_close=[registry.close],
+        on_close=[watch.stop, registry.close],
     )

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
+from gpu.executors import JobCancelled
 from streams.records import InferenceJob, TrainingJob
 
 MAX_DELAY_MS = 60_000
@@ -17,7 +19,7 @@ class EchoFailure(RuntimeError):
     """The failure `provider_config.fail` asks for (retryable, like a crashed pipeline)."""
 
 
-def echo(job: InferenceJob | TrainingJob) -> dict:
+def echo(job: InferenceJob | TrainingJob, should_stop: Callable[[], bool]) -> dict:
     payload = json.loads(job.payload_json)
     config = payload.get("provider_config") or {}
     if not isinstance(config, dict):
@@ -25,8 +27,11 @@ def echo(job: InferenceJob | TrainingJob) -> dict:
     delay_ms = config.get("delay_ms", 0)
     if not isinstance(delay_ms, int | float) or not 0 <= delay_ms <= MAX_DELAY_MS:
         raise ValueError(f"provider_config.delay_ms must be a number from 0 to {MAX_DELAY_MS}")
-    if delay_ms:
-        time.sleep(delay_ms / 1000)
+    deadline = time.monotonic() + delay_ms / 1000
+    while time.monotonic() < deadline:  # a cancel stops the wait within one 20 ms slice
+        if should_stop():
+            raise JobCancelled(f"task {job.task_id} was cancelled")
+        time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
     if config.get("fail"):
         raise EchoFailure(f"echo failure requested (attempt {job.attempt})")
     return {"executor_type": "echo", "service_task_id": f"echo-{job.job_id}"}
