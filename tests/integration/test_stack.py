@@ -41,14 +41,17 @@ def stack(tmp_path: Path):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # it may exit between any two looks at it
+        return False
+
+
 def _all_gone(pids: list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while True:
-        alive = [
-            p
-            for p in pids
-            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
+        alive = [p for p in pids if _alive(p)]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)
@@ -61,7 +64,7 @@ def test_up_is_healthy_writes_stack_json_and_stops_cleanly_on_sigterm(stack):
     assert _get(info["api_url"] + "/health") == 200
     assert _get(info["schema_registry_url"] + "/subjects") == 401
     assert _get(info["schema_registry_url"] + "/subjects", info["admin_token"]) == 200
-    names = {psutil.Process(p).name() for p in family if psutil.pid_exists(p)}
+    names = {psutil.Process(p).name() for p in family if _alive(p)}
     assert any(n.startswith("tansu") for n in names) and "postgres" in names, names
     assert len(family) >= 7, "supervisor, broker, postgres, api, processors and two workers"
 
