@@ -14,7 +14,6 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -150,7 +149,3 @@ class OutcomeWaiter:
             except (psycopg.Error, OSError) as exc:
                 logger.warning("outcome listener lost its connection (%s); reconnecting", exc)
                 await asyncio.sleep(1)
-
-
-def outcome_body(outcome: Outcome) -> dict[str, Any]:
-    return {"detail": outcome.reason or "command rejected"}

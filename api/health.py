@@ -11,7 +11,6 @@ from api.keys import DB, EXTERNAL_REGISTRY, HEARTBEATS, REGISTRY_STORE, SERDE, S
 from api.openapi import documented
 from streams.admin import broker_ready
 from streams.records import WorkerRole
-from streams.registry import RegistryError
 
 _MEMBER_ROLES = {
     "processors": WorkerRole.PROCESSORS,
@@ -30,7 +29,7 @@ async def _registry(app: web.Application) -> dict:
             subjects = await asyncio.to_thread(app[REGISTRY_STORE].subjects)
         else:
             subjects = await asyncio.to_thread(app[EXTERNAL_REGISTRY].subjects)
-    except (RegistryError, Exception) as exc:  # noqa: BLE001 - any failure means "not ready"
+    except Exception as exc:  # noqa: BLE001 - any failure (RegistryError, OSError, ...) means "not ready"
         return _component(False, f"unreachable: {exc}")
     missing = set(app[SERDE].register_all()) - set(subjects)
     return _component(

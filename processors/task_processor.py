@@ -26,12 +26,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from processors.task_machine import TaskState, handle
 from state import offsets, task_store
 from state.db import Database
-from streams.consumer import PoisonMessage, group_config, next_batch
+from streams.consumer import PoisonMessage, dead_letter, group_config, next_batch
 from streams.producer import RecordProducer
 from streams.records import CommandOutcome, InferenceJob, Record, TrainingJob
 from streams.serde import AvroSerde, SerializationError
 from streams.topics import (
-    DLQ_SUFFIX,
     INFERENCE_JOBS,
     INFERENCE_STATUS,
     TASK_COMMANDS,
@@ -138,10 +137,9 @@ class TaskProcessor:
                 batch.append(msg)
             elif err.code() != KafkaError._PARTITION_EOF:
                 logger.warning("consumer error: %s", err)
+        partitions = {m.partition() for m in batch}
         with self._lock:
-            epochs = {
-                p: e for p, e in self._epochs.items() if any(m.partition() == p for m in batch)
-            }
+            epochs = {p: e for p, e in self._epochs.items() if p in partitions}
         # Messages of partitions revoked meanwhile are left to their new owner, which replays them.
         batch = [m for m in batch if m.partition() in epochs]
         if batch:
@@ -158,7 +156,7 @@ class TaskProcessor:
             try:
                 decoded.append((msg, self._decode(msg)))
             except (SerializationError, PoisonMessage) as exc:
-                self._dead_letter(msg, exc)
+                dead_letter(self._producer, msg, exc, GROUP)
         if len(decoded) < len(batch):
             self._producer.flush()  # dead letters durable before their offsets commit
         now = self._clock()
@@ -223,23 +221,6 @@ class TaskProcessor:
             )
         return record
 
-    def _dead_letter(self, msg: Message, exc: Exception) -> None:
-        logger.warning("%s[%d]@%d is poison: %s", msg.topic(), msg.partition(), msg.offset(), exc)
-        self._producer.send_raw(
-            msg.topic() + DLQ_SUFFIX,
-            msg.key(),
-            msg.value(),
-            headers={
-                "dlq.error": str(exc),
-                "dlq.error.type": type(exc).__name__,
-                "dlq.source.topic": msg.topic(),
-                "dlq.source.partition": str(msg.partition()),
-                "dlq.source.offset": str(msg.offset()),
-                "dlq.consumer.group": GROUP,
-            },
-        )
-        self._producer.flush()  # durable before the offset commits with the batch
-
     # --- outbox ------------------------------------------------------------------------
 
     def _publish_leftovers(self, partition: int) -> None:
@@ -258,4 +239,5 @@ class TaskProcessor:
         for _, topic, key, value in rows:
             self._producer.send_raw(topic, key, bytes(value))
         self._producer.flush()
-        self._published = [r[0] for r in rows]
+        # Accumulate: leftovers of several partitions can be published before the next batch.
+        self._published.extend(r[0] for r in rows)

@@ -27,13 +27,3 @@ def load(conn: psycopg.Connection, group: str, topic: str) -> dict[int, int]:
         (group, topic),
     )
     return dict(rows.fetchall())
-
-
-def already_applied(
-    conn: psycopg.Connection, group: str, topic: str, partition: int, offset: int
-) -> bool:
-    row = conn.execute(
-        "SELECT next_offset FROM consumed_offsets WHERE group_id = %s AND topic = %s AND partition = %s",
-        (group, topic, partition),
-    ).fetchone()
-    return row is not None and offset < row[0]

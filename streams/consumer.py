@@ -25,6 +25,36 @@ from streams.topics import DLQ_SUFFIX, TopicSpec
 logger = logging.getLogger(__name__)
 
 
+def dead_letter(producer: RecordProducer, msg: Message, exc: Exception, group_id: str) -> None:
+    """Queue `msg` on its topic's DLQ: original key and bytes, the reason in headers.
+
+    The caller flushes `producer` before storing the message's offset.
+    """
+    reason = str(exc) or type(exc).__name__
+    logger.warning(
+        "%s[%d]@%d -> %s%s: %s",
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        msg.topic(),
+        DLQ_SUFFIX,
+        reason,
+    )
+    producer.send_raw(
+        msg.topic() + DLQ_SUFFIX,
+        msg.key(),
+        msg.value(),
+        headers={
+            "dlq.error": reason,
+            "dlq.error.type": type(exc).__name__,
+            "dlq.source.topic": msg.topic(),
+            "dlq.source.partition": str(msg.partition()),
+            "dlq.source.offset": str(msg.offset()),
+            "dlq.consumer.group": group_id,
+        },
+    )
+
+
 def group_config(
     bootstrap: str, group_id: str, session_timeout_ms: int, fetch_wait_ms: int, **extra: object
 ) -> dict:
@@ -151,29 +181,7 @@ class RecordConsumer:
             self._dead_letter(msg, exc)
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
-        reason = str(exc) or type(exc).__name__
-        logger.warning(
-            "%s[%d]@%d -> %s%s: %s",
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-            msg.topic(),
-            DLQ_SUFFIX,
-            reason,
-        )
-        self._producer.send_raw(
-            msg.topic() + DLQ_SUFFIX,
-            msg.key(),
-            msg.value(),
-            headers={
-                "dlq.error": reason,
-                "dlq.error.type": type(exc).__name__,
-                "dlq.source.topic": msg.topic(),
-                "dlq.source.partition": str(msg.partition()),
-                "dlq.source.offset": str(msg.offset()),
-                "dlq.consumer.group": self.group_id,
-            },
-        )
+        dead_letter(self._producer, msg, exc, self.group_id)
         self.dead_lettered += 1
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
