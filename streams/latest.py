@@ -1,7 +1,8 @@
-"""The latest record per key of a compacted topic, kept in memory by a background thread.
+"""Readers that follow a topic on a background thread without joining a consumer group.
 
-Reads every partition from the beginning by assignment (no consumer group), so each reader
-sees everything. Used by the API for worker heartbeats and stream-table snapshots.
+`TopicReader` assigns every partition at a start offset (beginning or end) and hands each
+decoded record to `on_record`. `LatestRecords` keeps the latest record per key of a compacted
+topic (worker heartbeats, stream-table snapshots); `gpu.cancellations` follows task events.
 """
 
 from __future__ import annotations
@@ -19,26 +20,25 @@ from streams.topics import TopicSpec
 logger = logging.getLogger(__name__)
 
 
-class LatestRecords:
+class TopicReader:
     def __init__(
         self,
         bootstrap: str,
         topic: TopicSpec,
         serde: AvroSerde,
-        record_type: type[Record],
+        start: int = OFFSET_BEGINNING,
         fetch_wait_ms: int = 20,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._serde = serde
-        self._type = record_type
+        self._start = start
         self._fetch_wait_ms = fetch_wait_ms
-        self._latest: dict[bytes, Record] = {}
-        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"latest-{topic.name}", daemon=True)
+        self.ready = threading.Event()  # set once every partition is assigned
+        self._thread = threading.Thread(target=self._run, name=f"reader-{topic.name}", daemon=True)
 
-    def start(self) -> LatestRecords:
+    def start(self):
         self._thread.start()
         return self
 
@@ -46,9 +46,9 @@ class LatestRecords:
         self._stop.set()
         self._thread.join(timeout=10)
 
-    def values(self) -> list[Record]:
-        with self._lock:
-            return list(self._latest.values())
+    def on_record(self, key: bytes | None, record: Record | None) -> None:
+        """Called on the reader's thread for each record (None for a tombstone)."""
+        raise NotImplementedError
 
     def _run(self) -> None:
         consumer = Consumer(
@@ -62,26 +62,54 @@ class LatestRecords:
         name = self._topic.name
         try:
             partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
-            consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
+            consumer.assign([TopicPartition(name, p, self._start) for p in partitions])
+            self.ready.set()
             while not self._stop.is_set():
-                for msg in consumer.consume(num_messages=200, timeout=0.2):
-                    if msg.error() is None and msg.key() is not None:
-                        self._apply(msg.key(), msg.value())
+                for msg in consumer.consume(num_messages=500, timeout=0.2):
+                    if msg.error() is None:
+                        self._decode(msg.key(), msg.value())
         except KafkaException as exc:
             logger.error("reader of %s stopped: %s", name, exc)
         finally:
             consumer.close()
 
-    def _apply(self, key: bytes, value: bytes | None) -> None:
-        if value is None:  # tombstone
-            with self._lock:
-                self._latest.pop(key, None)
+    def _decode(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            self.on_record(key, None)
             return
         try:
             record = self._serde.deserialize(value)
-        except SerializationError as exc:
+        except SerializationError as exc:  # the topic's writer dead-letters what it cannot use
             logger.warning("skipping undecodable %s record: %s", self._topic.name, exc)
             return
-        if isinstance(record, self._type):
-            with self._lock:
+        self.on_record(key, record)
+
+
+class LatestRecords(TopicReader):
+    """The latest `record_type` record per key of a compacted topic, read from the start."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: TopicSpec,
+        serde: AvroSerde,
+        record_type: type[Record],
+        fetch_wait_ms: int = 20,
+    ) -> None:
+        super().__init__(bootstrap, topic, serde, OFFSET_BEGINNING, fetch_wait_ms)
+        self._type = record_type
+        self._latest: dict[bytes, Record] = {}
+        self._lock = threading.Lock()
+
+    def values(self) -> list[Record]:
+        with self._lock:
+            return list(self._latest.values())
+
+    def on_record(self, key: bytes | None, record: Record | None) -> None:
+        if key is None:
+            return
+        with self._lock:
+            if record is None:
+                self._latest.pop(key, None)
+            elif isinstance(record, self._type):
                 self._latest[key] = record
