@@ -3,8 +3,9 @@
 `CommandSender` produces a command to `tasks.commands` and awaits the broker's
 acknowledgement without blocking the event loop (a thread polls the producer).
 `OutcomeWaiter` listens on Postgres channel `command_outcomes`, where the task processor
-NOTIFYs each command id in the same transaction that applies it, so when a waiter wakes
-the task row already shows the command's effect.
+NOTIFYs `<command id> <outcome>` in the same transaction that applies it, so when a waiter
+wakes the task row already shows the command's effect; only a rejection's reason is read
+from the table.
 """
 
 from __future__ import annotations
@@ -79,16 +80,18 @@ def _settle(future: asyncio.Future, error: Exception | None) -> None:
 @dataclass(frozen=True)
 class Outcome:
     applied: bool
-    reason: str | None
-    status_code: int | None
-    version: int | None
+    reason: str | None = None
+    status_code: int | None = None
+
+
+APPLIED = Outcome(applied=True)
 
 
 class OutcomeWaiter:
     def __init__(self, url: str, db: AsyncDatabase) -> None:
         self._url = url
         self._db = db
-        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[str, asyncio.Future[str]] = {}
         self._task: asyncio.Task | None = None
         self._listening = asyncio.Event()
 
@@ -103,18 +106,19 @@ class OutcomeWaiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def expect(self, command_id: UUID) -> asyncio.Future[None]:
+    def expect(self, command_id: UUID) -> asyncio.Future[str]:
         """Register interest before sending the command, so no notification is missed."""
         future = asyncio.get_running_loop().create_future()
         self._waiting[str(command_id)] = future
         return future
 
     async def wait(
-        self, command_id: UUID, future: asyncio.Future[None], timeout: float
+        self, command_id: UUID, future: asyncio.Future[str], timeout: float
     ) -> Outcome | None:
         """The command's outcome, or None if it is not known within `timeout` seconds."""
         try:
-            await asyncio.wait_for(future, timeout)
+            if await asyncio.wait_for(future, timeout) == "APPLIED":
+                return APPLIED
         except TimeoutError:
             pass  # a notification may have been lost across a reconnect: the table decides
         finally:
@@ -122,17 +126,13 @@ class OutcomeWaiter:
         return await self.lookup(command_id)
 
     async def lookup(self, command_id: UUID) -> Outcome | None:
-        async with self._db.transaction() as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT outcome, reason, status_code, version FROM command_outcomes"
-                    " WHERE command_id = %s",
-                    (command_id,),
-                )
-            ).fetchone()
+        row = await self._db.fetchone(
+            "SELECT outcome, reason, status_code FROM command_outcomes WHERE command_id = %s",
+            (command_id,),
+        )
         if row is None:
             return None
-        return Outcome(row[0] == "APPLIED", row[1], row[2], row[3])
+        return Outcome(row[0] == "APPLIED", row[1], row[2])
 
     async def _listen(self) -> None:
         while True:
@@ -143,9 +143,10 @@ class OutcomeWaiter:
                     await conn.execute("LISTEN command_outcomes")
                     self._listening.set()
                     async for note in conn.notifies():
-                        future = self._waiting.get(note.payload)
+                        command_id, _, outcome = note.payload.partition(" ")
+                        future = self._waiting.get(command_id)
                         if future is not None and not future.done():
-                            future.set_result(None)
+                            future.set_result(outcome)
             except (psycopg.Error, OSError) as exc:
                 logger.warning("outcome listener lost its connection (%s); reconnecting", exc)
                 await asyncio.sleep(1)

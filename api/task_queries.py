@@ -62,8 +62,7 @@ class TaskReader:
     async def get(self, task_id: UUID, tenant: str | None) -> dict[str, Any] | None:
         """The task row, or None when it does not exist or belongs to another tenant."""
         query = sql.SQL("SELECT {} FROM tasks WHERE id = %s").format(sql.SQL(_COLUMNS))
-        async with self._db.transaction() as conn:
-            row = await (await conn.execute(query, (task_id,))).fetchone()
+        row = await self._db.fetchone(query, (task_id,))
         if row is None:
             return None
         found = dict(zip(_NAMES, row, strict=True))

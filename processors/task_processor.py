@@ -5,8 +5,10 @@ assignor, so one member owns all of a task's messages). For each partition's sha
 consumed batch it runs one Postgres transaction that checks the partition's ownership epoch,
 loads the tasks (locked), applies `task_machine.handle` to every message in order, and
 writes the new states, the command outcomes (with NOTIFY for the API), the consumed offsets
-and an outbox of the events and jobs to publish. After commit the outbox is published and
-cleared; leftovers from a crash are published when the partition is next assigned.
+and an outbox of the events and jobs to publish. After commit the outbox rows are produced
+without waiting; each acknowledged row is deleted in the next batch's transaction, and a
+delivery failure stops the member. Leftovers from a crash are published when the partition is
+next assigned, so every row is published at least once, in order.
 
 A crash at any point therefore loses nothing and applies nothing twice: state and offsets
 commit together, and a record published twice carries the same ids and versions.
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
@@ -27,7 +28,7 @@ from processors.task_machine import TaskState, handle
 from state import offsets, task_store
 from state.db import Database
 from streams.consumer import PoisonMessage, dead_letter, group_config, next_batch
-from streams.producer import RecordProducer
+from streams.producer import DeliveryError, RecordProducer
 from streams.records import CommandOutcome, InferenceJob, Record, TrainingJob
 from streams.serde import AvroSerde, SerializationError
 from streams.topics import (
@@ -66,7 +67,8 @@ class TaskProcessor:
         self._owner = owner
         self._clock = clock
         self._epochs: dict[int, int] = {}
-        self._published: list[int] = []  # outbox ids sent, to delete with the next batch
+        self._published: list[int] = []  # outbox ids acknowledged, to delete with the next batch
+        self._delivery_errors: list[KafkaError] = []
         self._lock = threading.Lock()
         self.joined = threading.Event()
         self.applied = 0
@@ -99,8 +101,11 @@ class TaskProcessor:
         try:
             while not stop.is_set():
                 messages = next_batch(self._consumer, 1000, 0.2)
+                self._producer.poll()
+                self._raise_delivery_errors()
                 if messages:
                     self._process(messages)
+            self._producer.flush()
         finally:
             self._consumer.close()
 
@@ -122,6 +127,8 @@ class TaskProcessor:
         logger.info("owns partitions %s (epochs %s)", numbers, epochs)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # What is in flight lands before the next owner republishes the leftovers.
+        self._producer.flush()
         with self._lock:
             for tp in partitions:
                 self._epochs.pop(tp.partition, None)
@@ -148,7 +155,7 @@ class TaskProcessor:
     def _apply(self, epochs: dict[int, int], batch: list[Message]) -> list[OutboxRow]:
         """Apply a batch in one transaction; return the outbox rows it wrote.
 
-        Also deletes the outbox rows published after the previous batch: a crash before this
+        Also deletes the outbox rows acknowledged since the previous batch: a crash before this
         commit only means they are published once more (same ids, harmless).
         """
         decoded: list[tuple[Message, Record]] = []
@@ -160,56 +167,52 @@ class TaskProcessor:
         if len(decoded) < len(batch):
             self._producer.flush()  # dead letters durable before their offsets commit
         now = self._clock()
+        published = self._published[:]
         with self._db.transaction() as conn:
-            fenced = set()
-            for partition, epoch in epochs.items():
-                try:
-                    task_store.check_owner(conn, GROUP, partition, epoch)
-                except task_store.Fenced as exc:
-                    logger.warning("%s; leaving its messages to the owner", exc)
-                    fenced.add(partition)
+            fenced = task_store.fenced(conn, GROUP, epochs)
+            for partition, owner in fenced.items():
+                logger.warning(
+                    "partition %d belongs to epoch %s, not %d: leaving its messages to the owner",
+                    partition,
+                    owner,
+                    epochs[partition],
+                )
             if fenced:
                 with self._lock:
                     for partition in fenced:
                         self._epochs.pop(partition, None)
                 decoded = [(m, r) for m, r in decoded if m.partition() not in fenced]
                 batch = [m for m in batch if m.partition() not in fenced]
-            task_store.clear_outbox(conn, self._published)
+            task_store.clear_outbox(conn, published)
             states: dict[UUID, TaskState | None] = dict(
                 task_store.load(conn, {record.task_id for _, record in decoded})
             )
             before = dict(states)
             outcomes: list[CommandOutcome] = []
-            outbox: dict[int, list[tuple[str, str, bytes]]] = defaultdict(list)
+            rows: list[tuple[int, str, str, bytes]] = []
             for msg, record in decoded:
                 decision = handle(states.get(record.task_id), record, now)
                 states[record.task_id] = decision.state
                 key = str(record.task_id)
-                rows = outbox[msg.partition()]
+                partition = msg.partition()
                 for event in decision.events:
-                    rows.append((TASK_EVENTS.name, key, self._serde.serialize(event)))
+                    rows.append((partition, TASK_EVENTS.name, key, self._serde.serialize(event)))
                 for job in decision.jobs:
                     topic = TRAINING_JOBS if isinstance(job, TrainingJob) else INFERENCE_JOBS
-                    rows.append((topic.name, key, self._serde.serialize(job)))
+                    rows.append((partition, topic.name, key, self._serde.serialize(job)))
                 if decision.outcome is not None:
                     outcomes.append(decision.outcome)
-                    rows.append((TASK_EVENTS.name, key, self._serde.serialize(decision.outcome)))
+                    outcome = self._serde.serialize(decision.outcome)
+                    rows.append((partition, TASK_EVENTS.name, key, outcome))
             changed = [s for tid, s in states.items() if s is not None and s is not before.get(tid)]
             task_store.save(conn, changed)
             task_store.delete(conn, [t for t, s in states.items() if s is None and before.get(t)])
             task_store.record_outcomes(conn, outcomes)
-            last: dict[tuple[str, int], int] = {}
-            for msg in batch:
-                last[(msg.topic(), msg.partition())] = msg.offset()
-            for (topic, partition), offset in last.items():
-                offsets.store(conn, GROUP, topic, partition, offset)
-            written: list[OutboxRow] = []
-            for partition, rows in outbox.items():
-                ids = task_store.add_to_outbox(conn, partition, rows)
-                written += [(i, *row) for i, row in zip(ids, rows, strict=True)]
-        self._published = []
+            offsets.store_many(conn, GROUP, {(m.topic(), m.partition()): m.offset() for m in batch})
+            ids = task_store.add_to_outbox(conn, rows)
+        del self._published[: len(published)]
         self.applied += len(decoded)
-        return written
+        return [(i, *row[1:]) for i, row in zip(ids, rows, strict=True)]
 
     def _decode(self, msg: Message) -> Record:
         record = self._serde.deserialize(msg.value())
@@ -233,11 +236,20 @@ class TaskProcessor:
             self._send_and_clear(rows)
 
     def _send_and_clear(self, rows: list[OutboxRow]) -> None:
-        """Publish outbox rows; they are deleted in the next batch's transaction."""
-        if not rows:
-            return
-        for _, topic, key, value in rows:
-            self._producer.send_raw(topic, key, bytes(value))
-        self._producer.flush()
-        # Accumulate: leftovers of several partitions can be published before the next batch.
-        self._published.extend(r[0] for r in rows)
+        """Produce outbox rows; each is deleted in the first transaction after its
+        acknowledgement (delivery callbacks run on this thread, in `poll` and `flush`)."""
+        for outbox_id, topic, key, value in rows:
+
+            def delivered(err: KafkaError | None, _: Message, outbox_id: int = outbox_id) -> None:
+                if err is None:
+                    self._published.append(outbox_id)
+                else:
+                    self._delivery_errors.append(err)
+
+            self._producer.send_raw(topic, key, bytes(value), on_delivery=delivered)
+
+    def _raise_delivery_errors(self) -> None:
+        if self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            # the rows stay in the outbox; the restarted member publishes them on assignment
+            raise DeliveryError(f"{len(errors)} outbox records not delivered: {errors[0]}")

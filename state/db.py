@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
+from psycopg.abc import Params, Query
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 
@@ -60,7 +61,10 @@ class AsyncDatabase:
     """asyncio pool, for the API."""
 
     def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
-        self._pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False)
+        # autocommit: a lone read is one round trip; `transaction()` still brackets the rest
+        self._pool = AsyncConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+        )
 
     async def open(self, timeout: float = 30.0) -> AsyncDatabase:
         await self._pool.open(wait=True, timeout=timeout)
@@ -74,6 +78,14 @@ class AsyncDatabase:
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 yield conn
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    async def fetchone(self, query: Query, params: Params = ()) -> tuple | None:
+        """One row of a single read-only statement, outside any transaction."""
+        try:
+            async with self._pool.connection() as conn:
+                return await (await conn.execute(query, params)).fetchone()
         except psycopg.Error as exc:
             raise _translate(exc) from exc
 

@@ -12,11 +12,20 @@ import psycopg
 
 def store(conn: psycopg.Connection, group: str, topic: str, partition: int, offset: int) -> None:
     """Record that `offset` was applied; the next message to read is `offset + 1`."""
+    store_many(conn, group, {(topic, partition): offset})
+
+
+def store_many(conn: psycopg.Connection, group: str, applied: dict[tuple[str, int], int]) -> None:
+    """`store` for several (topic, partition) -> last applied offset, in one statement."""
+    if not applied:
+        return
+    topics, partitions = zip(*applied, strict=True)
     conn.execute(
-        "INSERT INTO consumed_offsets (group_id, topic, partition, next_offset) VALUES (%s, %s, %s, %s)"
+        "INSERT INTO consumed_offsets (group_id, topic, partition, next_offset)"
+        " SELECT %s, t, p, o + 1 FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o)"
         " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset,"
         " updated_at = now() WHERE consumed_offsets.next_offset < EXCLUDED.next_offset",
-        (group, topic, partition, offset + 1),
+        (group, list(topics), list(partitions), list(applied.values())),
     )
 
 

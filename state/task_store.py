@@ -6,24 +6,26 @@ identifiers with `psycopg.sql`, values always passed as parameters.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from processors.task_machine import TaskState
 from streams.records import CommandOutcome, ErrorCategory, TaskStatus
 
 COLUMNS: tuple[str, ...] = tuple(f for f in TaskState.__dataclass_fields__ if f != "task_id")
+# One statement per batch: the rows travel as one JSON array that Postgres turns into typed
+# records (jsonb_populate_recordset), instead of one parameter per column per row.
 _UPSERT = sql.SQL(
-    "INSERT INTO tasks (id, {cols}) VALUES (%s, {vals}) ON CONFLICT (id) DO UPDATE SET {sets}"
+    "INSERT INTO tasks (id, {cols}) SELECT id, {cols}"
+    " FROM jsonb_populate_recordset(NULL::tasks, %s::jsonb) ON CONFLICT (id) DO UPDATE SET {sets}"
 ).format(
     cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-    vals=sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)),
     sets=sql.SQL(", ").join(
         sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in COLUMNS
     ),
@@ -31,10 +33,6 @@ _UPSERT = sql.SQL(
 _SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%s) FOR UPDATE").format(
     cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
 )
-
-
-class Fenced(Exception):
-    """Another member owns this partition now; the batch must not be applied."""
 
 
 def load(conn: psycopg.Connection, task_ids: Iterable[UUID]) -> dict[UUID, TaskState]:
@@ -52,14 +50,17 @@ def _state(row: Sequence[Any]) -> TaskState:
 
 
 def save(conn: psycopg.Connection, states: Iterable[TaskState]) -> None:
-    params = []
-    for state in states:
-        values = asdict(state)
-        values["fields"] = Jsonb(values["fields"])
-        params.append([state.task_id, *(values[c] for c in COLUMNS)])
-    if params:
-        with conn.cursor() as cur:
-            cur.executemany(_UPSERT, params)
+    rows = [{**vars(state), "id": state.task_id} for state in states]
+    if rows:
+        conn.execute(_UPSERT, (json.dumps(rows, default=_json_scalar),))
+
+
+def _json_scalar(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a task column type")
 
 
 def delete(conn: psycopg.Connection, task_ids: Sequence[UUID]) -> None:
@@ -68,50 +69,56 @@ def delete(conn: psycopg.Connection, task_ids: Sequence[UUID]) -> None:
 
 
 def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[CommandOutcome]) -> None:
-    """Store verdicts and wake the API waiters (NOTIFY is delivered on commit)."""
+    """Store verdicts and wake the API waiters (NOTIFY is delivered on commit).
+
+    The notification's payload is `<command_id> <outcome>`, so a waiter learns an APPLIED
+    verdict without reading the table; a replayed verdict is neither stored nor sent again.
+    """
     if not outcomes:
         return
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO command_outcomes"
-            " (command_id, task_id, command_type, outcome, reason, status_code, version)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (command_id) DO NOTHING",
-            [
-                (
-                    o.command_id,
-                    o.task_id,
-                    o.command_type,
-                    o.outcome.value,
-                    o.reason,
-                    o.status_code,
-                    o.version,
-                )
-                for o in outcomes
-            ],
-        )
+    columns = zip(
+        *(
+            (
+                o.command_id,
+                o.task_id,
+                o.command_type,
+                o.outcome.value,
+                o.reason,
+                o.status_code,
+                o.version,
+            )
+            for o in outcomes
+        ),
+        strict=True,
+    )
     conn.execute(
-        "SELECT pg_notify('command_outcomes', c) FROM unnest(%s::text[]) AS c",
-        ([str(o.command_id) for o in outcomes],),
+        "WITH stored AS ("
+        " INSERT INTO command_outcomes"
+        " (command_id, task_id, command_type, outcome, reason, status_code, version)"
+        " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[],"
+        " %s::int[], %s::bigint[])"
+        " ON CONFLICT (command_id) DO NOTHING RETURNING command_id, outcome)"
+        " SELECT pg_notify('command_outcomes', command_id::text || ' ' || outcome) FROM stored",
+        [list(c) for c in columns],
     )
 
 
 def add_to_outbox(
-    conn: psycopg.Connection, partition: int, rows: Sequence[tuple[str, str, bytes]]
+    conn: psycopg.Connection, rows: Sequence[tuple[int, str, str, bytes]]
 ) -> list[int]:
-    """Queue (topic, key, value) records for publication; returns their outbox ids."""
+    """Queue (partition, topic, key, value) records for publication, in one statement;
+    returns their outbox ids in the order of `rows`."""
     if not rows:
         return []
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO outbox (partition, topic, key, value) VALUES (%s, %s, %s, %s) RETURNING id",
-            [(partition, *row) for row in rows],
-            returning=True,
-        )
-        ids = []
-        while True:
-            ids.extend(r[0] for r in cur.fetchall())
-            if not cur.nextset():
-                return ids
+    partitions, topics, keys, values = zip(*rows, strict=True)
+    ids = conn.execute(
+        "INSERT INTO outbox (partition, topic, key, value)"
+        " SELECT p, t, k, v FROM unnest(%s::int[], %s::text[], %s::text[], %s::bytea[])"
+        " WITH ORDINALITY AS u(p, t, k, v, n) ORDER BY n RETURNING id",
+        (list(partitions), list(topics), list(keys), list(values)),
+    ).fetchall()
+    # ids come from a sequence drawn in insertion order, which ORDER BY n fixes
+    return sorted(i for (i,) in ids)
 
 
 def pending_outbox(conn: psycopg.Connection, partition: int) -> list[tuple[int, str, str, bytes]]:
@@ -136,13 +143,15 @@ def claim(conn: psycopg.Connection, group: str, partition: int, owner: str) -> i
     ).fetchone()[0]
 
 
-def check_owner(conn: psycopg.Connection, group: str, partition: int, epoch: int) -> None:
-    """Raise `Fenced` unless `epoch` still owns the partition (locks it for the transaction)."""
-    row = conn.execute(
-        "SELECT epoch FROM partition_owners WHERE group_id = %s AND partition = %s FOR UPDATE",
-        (group, partition),
-    ).fetchone()
-    if row is None or row[0] != epoch:
-        raise Fenced(
-            f"partition {partition} of {group} belongs to epoch {row and row[0]}, not {epoch}"
-        )
+def fenced(conn: psycopg.Connection, group: str, epochs: dict[int, int]) -> dict[int, int | None]:
+    """The partitions whose epoch in `epochs` no longer owns them, with the epoch that does.
+
+    Locks the ownership rows for the transaction, so no new owner can claim them meanwhile.
+    """
+    rows = conn.execute(
+        "SELECT partition, epoch FROM partition_owners"
+        " WHERE group_id = %s AND partition = ANY(%s) FOR UPDATE",
+        (group, list(epochs)),
+    ).fetchall()
+    current: dict[int, int] = dict(rows)
+    return {p: current.get(p) for p, e in epochs.items() if current.get(p) != e}

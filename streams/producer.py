@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -47,15 +48,21 @@ class RecordProducer:
         key: str | bytes | None,
         value: bytes | None,
         headers: dict[str, str] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
+        """Queue raw bytes; `on_delivery` replaces the default error collection if given."""
         name = topic if isinstance(topic, str) else topic.name
         self._producer.produce(
             name,
             key=key.encode() if isinstance(key, str) else key,
             value=value,
             headers=list((headers or {}).items()),
-            on_delivery=self._on_delivery,
+            on_delivery=on_delivery or self._on_delivery,
         )
+        self._producer.poll(0)
+
+    def poll(self) -> None:
+        """Serve delivery callbacks of what was acknowledged meanwhile, without waiting."""
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:
