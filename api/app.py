@@ -147,7 +147,7 @@ async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
         settings.require_bootstrap(),
         app[SERDE],
         max_age_s=3 * settings.heartbeat_interval_s,
-        fetch_wait_ms=settings.kafka_fetch_wait_ms,
+        fetch_wait_ms=settings.kafka_watch_fetch_wait_ms,
     )
     app[HEARTBEATS] = monitor.start()
     app[TASK_COUNTS] = LatestRecords(
@@ -155,7 +155,7 @@ async def _heartbeats(app: web.Application) -> AsyncIterator[None]:
         MONITORING_STATS,
         app[SERDE],
         TaskCountsSnapshot,
-        settings.kafka_fetch_wait_ms,
+        settings.kafka_watch_fetch_wait_ms,
     ).start()
     yield
     await asyncio.to_thread(monitor.stop)

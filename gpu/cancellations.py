@@ -22,8 +22,8 @@ REMEMBERED = 10_000
 
 
 class CancellationWatch(TopicReader):
-    def __init__(self, bootstrap: str, serde: AvroSerde, fetch_wait_ms: int = 20) -> None:
-        super().__init__(bootstrap, TASK_EVENTS, serde, OFFSET_END, fetch_wait_ms)
+    def __init__(self, bootstrap: str, serde: AvroSerde, fetch_wait_ms: int = 200) -> None:
+        super().__init__(bootstrap, TASK_EVENTS, serde, OFFSET_END, fetch_wait_ms, TaskStatusEvent)
         self._cancelled: OrderedDict[UUID, None] = OrderedDict()
         self._lock = threading.Lock()
 

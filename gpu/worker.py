@@ -157,7 +157,7 @@ def create_worker(
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(spec.role)
-    watch = CancellationWatch(bootstrap, serde, settings.kafka_fetch_wait_ms).start()
+    watch = CancellationWatch(bootstrap, serde, settings.kafka_watch_fetch_wait_ms).start()
     runner = JobRunner(
         spec,
         worker_id,

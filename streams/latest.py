@@ -1,7 +1,8 @@
 """Readers that follow a topic on a background thread without joining a consumer group.
 
 `TopicReader` assigns every partition at a start offset (beginning or end) and hands each
-decoded record to `on_record`. `LatestRecords` keeps the latest record per key of a compacted
+decoded record to `on_record` (optionally only records of one type, recognised by their
+schema id before decoding). `LatestRecords` keeps the latest record per key of a compacted
 topic (worker heartbeats, stream-table snapshots); `gpu.cancellations` follows task events.
 """
 
@@ -28,8 +29,10 @@ class TopicReader:
         serde: AvroSerde,
         start: int = OFFSET_BEGINNING,
         fetch_wait_ms: int = 20,
+        only: type[Record] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._only = only  # records of other types are skipped before decoding
         self._topic = topic
         self._serde = serde
         self._start = start
@@ -77,6 +80,8 @@ class TopicReader:
         if value is None:
             self.on_record(key, None)
             return
+        if self._only is not None and self._serde.record_name(value) != self._only.avro_name:
+            return
         try:
             record = self._serde.deserialize(value)
         except SerializationError as exc:  # the topic's writer dead-letters what it cannot use
@@ -96,7 +101,7 @@ class LatestRecords(TopicReader):
         record_type: type[Record],
         fetch_wait_ms: int = 20,
     ) -> None:
-        super().__init__(bootstrap, topic, serde, OFFSET_BEGINNING, fetch_wait_ms)
+        super().__init__(bootstrap, topic, serde, OFFSET_BEGINNING, fetch_wait_ms, record_type)
         self._type = record_type
         self._latest: dict[bytes, Record] = {}
         self._lock = threading.Lock()

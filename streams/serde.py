@@ -64,6 +64,19 @@ class AvroSerde:
             raise SerializationError(f"{name} does not fit its schema: {exc}") from exc
         return buf.getvalue()
 
+    def record_name(self, data: bytes | None) -> str | None:
+        """The Avro record name a message value was written with, without decoding it
+        (None when the value is not in the Confluent wire format)."""
+        if not data or len(data) < _HEADER.size:
+            return None
+        magic, schema_id = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            return None
+        try:
+            return self._writer(schema_id)[0]
+        except SerializationError:
+            return None
+
     def deserialize(self, data: bytes | None) -> Record:
         """Decode one message value into its pydantic record."""
         if not data or len(data) < _HEADER.size:

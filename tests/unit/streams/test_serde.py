@@ -62,6 +62,18 @@ def test_wire_format_is_magic_byte_then_schema_id(serde, registry):
     assert registry.subjects["taskstream.workers.WorkerReport"] == [schema_id]
 
 
+@pytest.mark.parametrize("name", sorted(RECORD_TYPES))
+def test_record_name_is_read_from_the_schema_id_alone(serde, name):
+    assert serde.record_name(serde.serialize(make_sample(RECORD_TYPES[name]))) == name
+
+
+@pytest.mark.parametrize(
+    "data", [None, b"", b"\x00\x00", b"\x01\x00\x00\x00\x01x", b"\x00\x00\x00\x03\xe7x"]
+)
+def test_record_name_of_a_foreign_value_is_none(serde, data):
+    assert serde.record_name(data) is None
+
+
 def test_a_newer_writers_extra_field_is_ignored(registry):
     """A producer on a newer schema version (one more field) is still readable by us."""
     catalog = load_catalog()
