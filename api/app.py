@@ -28,6 +28,7 @@ from api.keys import (
     REGISTRY_STORE,
     SERDE,
     SETTINGS,
+    STORAGE,
     SYNC_DB,
     TASK_COUNTS,
     TASK_READER,
@@ -36,11 +37,13 @@ from api.keys import (
 from api.monitoring import routes as monitoring_routes
 from api.openapi import DOCS_PAGE, build_spec
 from api.schema_registry import create_registry_app
+from api.storage import routes as storage_routes
 from api.task_queries import TaskReader
 from api.tasks import routes as task_routes
 from state.db import AsyncDatabase, Database
 from state.migrations import migrate
 from state.registry_store import RegistryStore
+from state.storage import LocalStorage
 from streams.admin import ensure_topics
 from streams.latest import LatestRecords
 from streams.records import TaskCountsSnapshot
@@ -132,6 +135,7 @@ async def _schemas(app: web.Application) -> AsyncIterator[None]:
 async def _tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[TASK_READER] = TaskReader(app[DB])
+    app[STORAGE] = LocalStorage(settings.storage_root())
     app[OUTCOMES] = await OutcomeWaiter(settings.require_database_url(), app[DB]).start()
     app[COMMANDS] = CommandSender(settings.require_bootstrap(), app[SERDE])
     yield
@@ -190,6 +194,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(task_routes)
     app.add_routes(monitoring_routes)
     app.add_routes(admin_routes)
+    app.add_routes(storage_routes)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs_page)
     app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)

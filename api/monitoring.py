@@ -13,10 +13,12 @@ from pydantic import BaseModel, Field
 
 from api.keys import TASK_COUNTS, TASK_READER
 from api.openapi import documented
+from api.storage import PREFIX as STORAGE_PREFIX
 from api.task_models import TaskType
 from api.task_queries import SORTABLE, TaskFilter, public
 from api.tasks import parse_query, read_task, require_admin, scope, task_id_of
 from processors.task_counts import aggregate, scope_of
+from state.storage import BadKey, safe_key
 from streams.records import ErrorCategory, TaskStatus
 
 routes = web.RouteTableDef()
@@ -209,3 +211,66 @@ async def get_monitored_task(request: web.Request) -> web.Response:
         task_data={k: v for k, v in shown.items() if k not in TaskDetailResponse.model_fields},
     )
     return web.json_response(detail.model_dump(mode="json"))
+
+
+class MediaItem(BaseModel):
+    media_type: Literal["image", "video"] = Field(
+        ..., description="Type of media: 'image' or 'video'"
+    )
+    name: str = Field(..., description="Descriptive name (e.g., 'base_image', 'result_image')")
+    path: str = Field(..., description="Relative path in storage")
+    url: str = Field(..., description="Full URL for preview")
+
+
+class TaskMediaResponse(BaseModel):
+    """Input and output media for a task."""
+
+    task_id: UUID
+    inputs: list[MediaItem] = Field(default_factory=list, description="Input media files")
+    outputs: list[MediaItem] = Field(default_factory=list, description="Output media files")
+
+
+#: Task fields that hold input images, in the order they are listed.
+MEDIA_INPUTS = (
+    "base_image",
+    "base_image_url",
+    "base_image_path",
+    "reference_image_url",
+    "reference_image_path",
+    "reference_images",
+)
+MEDIA_OUTPUTS = ("result_image_path", "refined_image_path", "result_video_path")
+
+
+def _media(name: str, value: Any, base: str) -> MediaItem | None:
+    """A media item for a stored path or an http(s) URL; inline base64 has no URL."""
+    if not isinstance(value, str) or not value:
+        return None
+    kind = "video" if "video" in name else "image"
+    name = name.removesuffix("_path").removesuffix("_url")  # 'result_image', as in the seed
+    if value.startswith(("http://", "https://")):
+        return MediaItem(media_type=kind, name=name, path=value, url=value)
+    try:
+        safe_key(value)
+    except BadKey:
+        return None
+    return MediaItem(media_type=kind, name=name, path=value, url=f"{base}{STORAGE_PREFIX}/{value}")
+
+
+@routes.get("/api/v1/monitoring/tasks/{task_id}/media")
+@documented("Get Task Media", "monitoring", response=TaskMediaResponse)
+async def get_task_media(request: web.Request) -> web.Response:
+    """Input and output media URLs for a task, usable directly in `<img>` or `<video>`."""
+    task = public(await read_task(request, task_id_of(request)))
+    base = f"{request.scheme}://{request.host}"
+    inputs: list[MediaItem] = []
+    for name in MEDIA_INPUTS:
+        values = task.get(name)
+        for i, value in enumerate(values if isinstance(values, list) else [values]):
+            label = f"{name.removesuffix('s')}_{i}" if isinstance(values, list) else name
+            if (item := _media(label, value, base)) is not None:
+                inputs.append(item)
+    outputs = [m for n in MEDIA_OUTPUTS if (m := _media(n, task.get(n), base)) is not None]
+    inputs = list({(m.name, m.path): m for m in inputs}.values())  # aliases name one image twice
+    body = TaskMediaResponse(task_id=task["id"], inputs=inputs, outputs=outputs)
+    return web.json_response(body.model_dump(mode="json"))

@@ -9,7 +9,9 @@ answers 202 with a `Location` to poll.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +21,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from api.auth import Principal
 from api.commands import CommandNotSent
-from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, TASK_READER
+from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
 from api.openapi import documented
 from api.task_models import (
     CREATE_BODY,
@@ -34,6 +36,7 @@ from api.task_models import (
     TaskType,
 )
 from api.task_queries import TaskFilter, public
+from state.storage import task_folder
 from streams.records import (
     CancelTask,
     CleanupTask,
@@ -43,6 +46,7 @@ from streams.records import (
     UpdateTask,
 )
 
+logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 _TASK_LIST = TypeAdapter(list[TaskPublic])
 _GEN_LIST = TypeAdapter(list[GenerationTaskPublic])
@@ -276,16 +280,32 @@ async def update_task(request: web.Request) -> web.Response:
 @documented("Delete Task", "tasks", response=TASK_PUBLIC)
 async def delete_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
-    before = public(await read_task(request, task_id))
-    return await settle(request, DeleteTask(**_head(request, task_id))) or web.json_response(before)
+    row = await read_task(request, task_id)
+    early = await settle(request, DeleteTask(**_head(request, task_id)))
+    if early is not None:
+        return early
+    await _remove_files(request, row)
+    return web.json_response(public(row))
 
 
 @routes.post("/api/v1/tasks/{task_id}/cleanup")
 @documented("Cleanup Task", "tasks", response=TASK_PUBLIC)
 async def cleanup_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
-    await read_task(request, task_id)
-    return await execute(request, CleanupTask(**_head(request, task_id)))
+    row = await read_task(request, task_id)
+    early = await settle(request, CleanupTask(**_head(request, task_id)))
+    if early is not None:
+        return early
+    await _remove_files(request, row)
+    return web.json_response(public(await read_task(request, task_id)))
+
+
+async def _remove_files(request: web.Request, row: dict) -> None:
+    """Remove a task's stored files once its delete or cleanup is applied."""
+    folder = task_folder(row["task_type"], row["id"])
+    removed = await asyncio.to_thread(request.app[STORAGE].delete_prefix, folder)
+    if removed:
+        logger.info("removed %d files of task %s", removed, row["id"])
 
 
 @routes.post("/api/v1/tasks/{task_id}/cancel")

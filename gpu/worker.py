@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from gpu.cancellations import CancellationWatch
-from gpu.executors import JobCancelled
+from gpu.executors import JobCancelled, JobContext
 from gpu.executors.echo import echo
 from streams.consumer import Delivery, RecordConsumer
 from streams.producer import RecordProducer
@@ -44,7 +45,9 @@ from taskstream.settings import Settings
 logger = logging.getLogger(__name__)
 
 #: Runs one job and returns its type-specific result fields (reported as `result_json`).
-Executor = Callable[[InferenceJob | TrainingJob, Callable[[], bool]], dict]
+Executor = Callable[[InferenceJob | TrainingJob, JobContext], dict]
+#: At most this many progress reports a second per job.
+PROGRESS_PER_S = 2.0
 
 #: Executors every worker has; model-backed ones join them in the inference issue.
 DEFAULT_EXECUTORS: dict[str, Executor] = {"echo": echo}
@@ -109,7 +112,7 @@ class JobRunner:
             return  # cancelled while queued: nothing to run, nothing to report
         self._report(job, TaskStatus.EXECUTING)
         try:
-            result = executor(job, lambda: self._cancelled(job.task_id))
+            result = executor(job, self._context(job))
         except JobCancelled:
             logger.info("stopped job %s: task %s was cancelled", job.job_id, job.task_id)
         except ValueError as exc:  # bad input: retrying cannot help
@@ -132,6 +135,17 @@ class JobRunner:
             self._report(job, TaskStatus.COMPLETED, progress=100.0, result_json=json.dumps(result))
             self.completed += 1
 
+    def _context(self, job: InferenceJob | TrainingJob) -> JobContext:
+        last = [time.monotonic()]
+
+        def progress(percent: float) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 1 / PROGRESS_PER_S:
+                last[0] = now
+                self._report(job, TaskStatus.EXECUTING, progress=max(0.0, min(99.0, percent)))
+
+        return JobContext(should_stop=lambda: self._cancelled(job.task_id), progress=progress)
+
     def _report(
         self, job: InferenceJob | TrainingJob, status: TaskStatus, **fields: object
     ) -> None:
@@ -149,10 +163,34 @@ class JobRunner:
         self._producer.send(self._spec.reports, str(job.task_id), report)
 
 
+def local_executors(settings: Settings) -> dict[str, Executor]:
+    """The model-backed executors of an inference worker (the tiny pipeline is built into
+    the models dir on first start when it is the default and missing)."""
+    from gpu.executors.diffusion import DiffusionExecutor
+    from gpu.images import FetchPolicy
+    from gpu.models import DEFAULT_MODEL, ModelRegistry, build_tiny_pipeline
+    from state.storage import LocalStorage
+
+    registry = ModelRegistry(settings.models_root(), default=settings.default_model)
+    if settings.default_model == DEFAULT_MODEL:
+        build_tiny_pipeline(settings.models_root() / DEFAULT_MODEL)
+    diffusion = DiffusionExecutor(
+        registry,
+        LocalStorage(settings.storage_root()),
+        FetchPolicy(allow_private=settings.allow_private_image_urls),
+        max_pixels=settings.worker_max_pixels,
+    )
+    return {"local": diffusion}
+
+
 def create_worker(
     settings: Settings, kind: WorkerKind, executors: dict[str, Executor] | None = None
 ) -> MemberProcess:
     spec = SPECS[kind]
+    if executors is None:
+        executors = DEFAULT_EXECUTORS
+        if kind == WorkerKind.INFERENCE:
+            executors = {**executors, **local_executors(settings)}
     bootstrap = settings.require_bootstrap()
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
@@ -162,7 +200,7 @@ def create_worker(
         spec,
         worker_id,
         producer,
-        DEFAULT_EXECUTORS if executors is None else executors,
+        executors,
         cancelled=watch.is_cancelled,
     )
     consumer = RecordConsumer(

@@ -64,6 +64,28 @@ class Settings(BaseSettings):
     )
     worker_id: str | None = Field(None, description="Defaults to <role>-<hostname>-<pid>.")
 
+    storage_dir: Path | None = Field(
+        None, description="Root of the local object store; <data dir>/storage when unset."
+    )
+    models_dir: Path | None = Field(
+        None, description="Pipelines and LoRAs by name; <data dir>/models when unset."
+    )
+    default_model: str = Field(
+        "tiny-sd", description="Model for tasks that name none; 'tiny-sd' is built on first start."
+    )
+    allow_private_image_urls: bool = Field(
+        False, description="Let tasks fetch input images from private or loopback addresses."
+    )
+    worker_max_pixels: int = Field(
+        1024 * 1024, gt=0, description="Largest output (width x height) a worker renders."
+    )
+
+    def storage_root(self) -> Path:
+        return self.storage_dir or self.data_dir / "storage"
+
+    def models_root(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
     @property
     def builtin_registry(self) -> bool:
         return self.schema_registry_url is None

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
-from gpu.executors import JobCancelled
+from gpu.executors import JobCancelled, JobContext
 from streams.records import InferenceJob, TrainingJob
 
 MAX_DELAY_MS = 60_000
@@ -19,7 +18,7 @@ class EchoFailure(RuntimeError):
     """The failure `provider_config.fail` asks for (retryable, like a crashed pipeline)."""
 
 
-def echo(job: InferenceJob | TrainingJob, should_stop: Callable[[], bool]) -> dict:
+def echo(job: InferenceJob | TrainingJob, ctx: JobContext) -> dict:
     payload = json.loads(job.payload_json)
     config = payload.get("provider_config") or {}
     if not isinstance(config, dict):
@@ -29,7 +28,7 @@ def echo(job: InferenceJob | TrainingJob, should_stop: Callable[[], bool]) -> di
         raise ValueError(f"provider_config.delay_ms must be a number from 0 to {MAX_DELAY_MS}")
     deadline = time.monotonic() + delay_ms / 1000
     while time.monotonic() < deadline:  # a cancel stops the wait within one 20 ms slice
-        if should_stop():
+        if ctx.should_stop():
             raise JobCancelled(f"task {job.task_id} was cancelled")
         time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
     if config.get("fail"):

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -40,26 +43,51 @@ class RunningApi:
     ) -> tuple[int, object]:
         """One HTTP request; returns (status, parsed JSON body or text)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers=headers or {}
-        )
-        if data is not None and "Content-Type" not in req.headers:
-            req.add_header("Content-Type", "application/json")
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback test server
-                status, text = resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            status, text = exc.code, exc.read().decode()
+        status, _, content = self.call_raw(method, path, data, token, headers)
+        text = content.decode(errors="replace")
         try:
             return status, json.loads(text)
         except ValueError:
             return status, text
 
+    def call_raw(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request; returns (status, response headers, body bytes)."""
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers=headers or {}
+        )
+        if data is not None and not req.has_header("Content-type"):
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback test server
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+#: Set once per session by `_data_dirs`: a scratch root, and one models dir that every
+#: test's worker shares (the tiny pipeline is built into it once).
+DIRS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    DIRS["scratch"] = tmp_path_factory.mktemp("data")
+    DIRS["models"] = tmp_path_factory.mktemp("models")
+
 
 def settings_for(bootstrap: str, database_url: str, **overrides) -> Settings:
     values = {
+        "data_dir": tempfile.mkdtemp(dir=DIRS["scratch"]),
+        "models_dir": DIRS["models"],
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "DATABASE_URL": database_url,
         "admin_token": new_token(),
@@ -163,3 +191,16 @@ def user_token(db: Database) -> str:
             (hash_token(token),),
         )
     return token
+
+
+def wait_status(
+    api, task_id: str, wanted: set[str], token: str | None = None, timeout: float = 30
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = api.call("GET", f"/api/v1/tasks/{task_id}", token=token or api.admin_token)
+        assert status == 200, body
+        if body["status"] in wanted or time.monotonic() > deadline:
+            assert body["status"] in wanted, body
+            return body
+        time.sleep(0.1)

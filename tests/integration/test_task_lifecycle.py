@@ -22,7 +22,7 @@ from streams.registry import HttpSchemaRegistry
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
 from tests.conftest import new_database
-from tests.integration.conftest import run_members, serve_api, settings_for
+from tests.integration.conftest import run_members, serve_api, settings_for, wait_status
 from tests.integration.kafka_helpers import read_topic
 
 
@@ -49,19 +49,6 @@ def database_url(stack):
 
 def echo_task(**extra) -> dict:
     return {"task_type": "GENERATION", "prompt": "a blue square", "provider_type": "echo", **extra}
-
-
-def wait_status(
-    api, task_id: str, wanted: set[str], token: str | None = None, timeout: float = 30
-) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body = api.call("GET", f"/api/v1/tasks/{task_id}", token=token or api.admin_token)
-        assert status == 200, body
-        if body["status"] in wanted or time.monotonic() > deadline:
-            assert body["status"] in wanted, body
-            return body
-        time.sleep(0.1)
 
 
 def test_a_generation_task_runs_to_completed(running_api, database_url):

@@ -28,11 +28,11 @@ def _job(provider: str | None) -> InferenceJob:
     )
 
 
-def _bad_input(job, should_stop):
+def _bad_input(job, ctx):
     raise ValueError("width must be a multiple of 8")
 
 
-def _crash(job, should_stop):
+def _crash(job, ctx):
     raise MemoryError("CUDA out of memory")
 
 
@@ -46,7 +46,7 @@ def test_jobs_are_reported_with_their_outcome_and_failure_class(bootstrap, db):
     producer.flush()
 
     executors = {
-        "echoish": lambda job, should_stop: {"echoed": json.loads(job.payload_json)["prompt"]},
+        "echoish": lambda job, ctx: {"echoed": json.loads(job.payload_json)["prompt"]},
         "bad": _bad_input,
         "oom": _crash,
     }

@@ -1,0 +1,175 @@
+"""Storage routes (seed §1.6): list, read, check, upload and delete stored images.
+
+Paths may contain slashes (`generations/{task_id}/result.png`). Every path passes
+`state.storage.safe_key` (no `..`, no absolute paths) and the local store refuses anything
+resolving outside its root, so traversal answers 400 (or 404 where it resolves to nothing).
+
+Tenancy: an admin token reaches every object. A user token reaches the files of its own
+tenant's tasks (`<kind>/<task_id>/…`, read and delete) and its upload area
+`uploads/<tenant>/…` (read, write, delete); anything else is 404 to it, as other tenants'
+tasks are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import uuid
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from api.keys import STORAGE, TASK_READER
+from api.openapi import documented
+from api.tasks import parse_query, scope
+from state.storage import KIND_FOLDERS, BadKey, NotFound, ObjectInfo, safe_key
+
+routes = web.RouteTableDef()
+PREFIX = "/api/v1/storage/images"
+
+
+class ListImagesQuery(BaseModel):
+    prefix: str = Field("", max_length=512, description="Only paths starting with this")
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class StoredImage(BaseModel):
+    path: str = Field(..., description="Relative path in storage")
+    size: int
+    modified_at: str
+    url: str = Field(..., description="URL of the image on this API")
+    content_type: str
+
+
+class StoredImageList(BaseModel):
+    images: list[StoredImage]
+    count: int
+
+
+def _error(exc_type: type[web.HTTPException], detail: str) -> web.HTTPException:
+    return exc_type(text=json.dumps({"detail": detail}), content_type="application/json")
+
+
+def content_type_of(path: str) -> str:
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def describe(info: ObjectInfo) -> dict[str, Any]:
+    return StoredImage(
+        path=info.key,
+        size=info.size,
+        modified_at=info.modified.isoformat(),
+        url=f"{PREFIX}/{info.key}",
+        content_type=content_type_of(info.key),
+    ).model_dump()
+
+
+async def _key(request: web.Request, write: bool = False) -> str:
+    """The requested path, checked for safety and for the caller's tenancy."""
+    try:
+        key = safe_key(request.match_info["path"])
+    except BadKey as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from None
+    if not await _may_access(request, key, write):
+        raise _error(web.HTTPNotFound, f"no image at {key}")
+    return key
+
+
+async def _may_access(request: web.Request, key: str, write: bool) -> bool:
+    tenant = scope(request)
+    if tenant is None:
+        return True
+    parts = key.split("/")
+    if parts[0] == "uploads":
+        return len(parts) > 2 and parts[1] == tenant
+    if write or parts[0] not in KIND_FOLDERS.values() or len(parts) < 3:
+        return False
+    try:
+        task_id = uuid.UUID(parts[1])
+    except ValueError:
+        return False
+    return await request.app[TASK_READER].get(task_id, tenant) is not None
+
+
+@routes.get(PREFIX)
+@documented("List Images", "storage", query=ListImagesQuery, response=StoredImageList)
+async def list_images(request: web.Request) -> web.Response:
+    query = parse_query(request, ListImagesQuery)
+    tenant = scope(request)
+    prefix = query.prefix
+    if tenant is not None:  # a user lists its upload area only; task files come via tasks
+        own = f"uploads/{tenant}/"
+        if not (prefix.startswith(own) or own.startswith(prefix)):
+            return web.json_response({"images": [], "count": 0})
+        prefix = max(prefix, own, key=len)
+    store = request.app[STORAGE]
+    try:
+        found = await asyncio.to_thread(store.list, prefix, query.limit)
+    except BadKey as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from None
+    images = [describe(i) for i in found]
+    return web.json_response({"images": images, "count": len(images)})
+
+
+@routes.get(PREFIX + "/{path:.+}", allow_head=False)
+@documented("Get Image", "storage")
+async def get_image(request: web.Request) -> web.Response:
+    key = await _key(request)
+    try:
+        data = await asyncio.to_thread(request.app[STORAGE].get, key)
+    except (NotFound, BadKey):
+        raise _error(web.HTTPNotFound, f"no image at {key}") from None
+    return web.Response(body=data, content_type=content_type_of(key))
+
+
+@routes.head(PREFIX + "/{path:.+}")
+@documented("Check Image Exists", "storage")
+async def head_image(request: web.Request) -> web.Response:
+    key = await _key(request)
+    try:
+        info = await asyncio.to_thread(request.app[STORAGE].stat, key)
+    except (NotFound, BadKey):
+        raise web.HTTPNotFound() from None
+    return web.Response(
+        headers={"Content-Length": str(info.size), "Content-Type": content_type_of(key)}
+    )
+
+
+@routes.post(PREFIX + "/{path:.+}")
+@documented("Save Image", "storage", response=StoredImage)
+async def save_image(request: web.Request) -> web.Response:
+    """Multipart body with one `file` part, as in the seed."""
+    key = await _key(request, write=True)
+    if not request.content_type.startswith("multipart/"):
+        raise _error(web.HTTPUnsupportedMediaType, "send multipart/form-data with a 'file' part")
+    reader = await request.multipart()
+    data: bytes | None = None
+    async for part in reader:
+        if getattr(part, "name", None) == "file":
+            data = await part.read()  # bounded by the app's client_max_size
+            break
+    if data is None:
+        raise web.HTTPUnprocessableEntity(
+            text=json.dumps(
+                {"detail": [{"loc": ["body", "file"], "msg": "Field required", "type": "missing"}]}
+            ),
+            content_type="application/json",
+        )
+    try:
+        info = await asyncio.to_thread(request.app[STORAGE].put, key, data)
+    except BadKey as exc:
+        raise _error(web.HTTPBadRequest, str(exc)) from None
+    return web.json_response(describe(info), status=201)
+
+
+@routes.delete(PREFIX + "/{path:.+}")
+@documented("Delete Image", "storage")
+async def delete_image(request: web.Request) -> web.Response:
+    key = await _key(request)
+    try:
+        await asyncio.to_thread(request.app[STORAGE].delete, key)
+    except (NotFound, BadKey):
+        raise _error(web.HTTPNotFound, f"no image at {key}") from None
+    return web.json_response({"deleted": key})

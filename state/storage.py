@@ -1,0 +1,144 @@
+"""Object storage for task inputs and results, behind one interface.
+
+Paths are relative, slash-separated keys in the Sartiq layout (`generations/{task_id}/…`,
+`editings/{task_id}/…`, `refines/{task_id}/…`, `uploads/{tenant}/…`). `safe_key` is the one
+gate every path goes through: no absolute paths, no `..`, no empty or dot segments, no
+backslashes or control characters. `LocalStorage` also resolves the final path and refuses
+anything that lands outside its root, so a symlink planted inside cannot leak a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+MAX_KEY_LENGTH = 512
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+-]*$")
+#: Result folders per task kind, as the Sartiq API lays them out.
+KIND_FOLDERS = {"GENERATION": "generations", "EDITING": "editings", "REFINE": "refines"}
+
+
+class BadKey(ValueError):
+    """A storage path that could escape the store or is not a valid key."""
+
+
+class NotFound(KeyError):
+    """No object under that key."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+def safe_key(key: str) -> str:
+    """`key` if it is a safe relative object key, else `BadKey` with the reason."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise BadKey(f"a storage path has 1 to {MAX_KEY_LENGTH} characters")
+    if key.startswith("/") or "\\" in key:
+        raise BadKey("storage paths are relative and use '/'")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise BadKey("storage paths may not contain empty, '.' or '..' segments")
+        if not _SEGMENT.match(segment):
+            raise BadKey(f"segment {segment!r} has characters outside [A-Za-z0-9._=+-]")
+    return key
+
+
+def task_folder(task_type: str, task_id: object) -> str:
+    """Where a task's files live: `generations/{task_id}` for GENERATION, and so on."""
+    return f"{KIND_FOLDERS.get(task_type, task_type.lower() + 's')}/{task_id}"
+
+
+class Storage(Protocol):
+    def put(self, key: str, data: bytes) -> ObjectInfo: ...
+    def get(self, key: str) -> bytes: ...
+    def stat(self, key: str) -> ObjectInfo: ...
+    def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def list(self, prefix: str = "", limit: int = 100) -> list[ObjectInfo]: ...
+
+
+class LocalStorage:
+    """Objects as files under `root`; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = self.root / safe_key(key)
+        resolved = path.resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise BadKey("storage path resolves outside the store")
+        return resolved
+
+    def put(self, key: str, data: bytes) -> ObjectInfo:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path(key)  # the parents may be links created meanwhile: check again
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.stat(key)
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(key)
+        return path.read_bytes()
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(key)
+        st = path.stat()
+        return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(key)
+        path.unlink()
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under folder `prefix`; returns how many."""
+        path = self._path(prefix)
+        if not path.is_dir():
+            return 0
+        count = sum(1 for p in path.rglob("*") if p.is_file())
+        shutil.rmtree(path)
+        return count
+
+    def list(self, prefix: str = "", limit: int = 100) -> list[ObjectInfo]:
+        """Objects whose key starts with `prefix`, in key order, at most `limit`."""
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self._path(folder) if folder else self.root
+        if not base.is_dir():
+            return []
+        found: list[ObjectInfo] = []
+        for path in sorted(base.rglob("*")):
+            if not path.is_file() or path.name.startswith(".upload-"):
+                continue
+            if self.root not in path.resolve().parents:
+                continue  # a link pointing out of the store
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix):
+                st = path.stat()
+                found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
+                if len(found) >= limit:
+                    break
+        return found

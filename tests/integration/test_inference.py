@@ -1,0 +1,233 @@
+"""The local diffusion executor end to end: GENERATION over HTTP on the built-in pipeline,
+results in storage, the storage routes (with tenancy and traversal attempts), media URLs,
+cancellation mid-denoising, and input validation."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import new_database
+from tests.integration.conftest import run_members, serve_api, settings_for, wait_status
+
+
+@pytest.fixture(scope="module")
+def api(infra, bootstrap):
+    with (
+        new_database(infra) as url,
+        serve_api(settings_for(bootstrap, url)) as api,
+        run_members(api),
+    ):
+        yield api
+
+
+def generate(api, token: str | None = None, **fields) -> dict:
+    body = {"task_type": "GENERATION", "prompt": "a red circle", **fields}
+    status, created = api.call("POST", "/api/v1/tasks/", body, token or api.admin_token)
+    assert status == 200, created
+    return created
+
+
+def png(api, path: str, token: str | None = None) -> bytes:
+    status, headers, data = api.call_raw(
+        "GET", f"/api/v1/storage/images/{path}", token=token or api.admin_token
+    )
+    assert status == 200, data[:200]
+    assert headers["Content-Type"] == "image/png"
+    return data
+
+
+def storage_root(api) -> Path:
+    return api.settings.storage_root()
+
+
+def test_generation_stores_a_png_of_the_requested_size_and_seeds_repeat(api):
+    first = generate(api, width=64, height=48, seed=7, config={"num_inference_steps": 4})
+    done = wait_status(api, first["id"], {"COMPLETED", "FAILED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    assert done["result_image_path"] == f"generations/{first['id']}/result.png"
+    data = png(api, done["result_image_path"])
+    assert Image.open(io.BytesIO(data)).size == (64, 48)
+
+    same = generate(api, width=64, height=48, seed=7, config={"num_inference_steps": 4})
+    other = generate(api, width=64, height=48, seed=8, config={"num_inference_steps": 4})
+    same_done = wait_status(api, same["id"], {"COMPLETED"}, timeout=120)
+    other_done = wait_status(api, other["id"], {"COMPLETED"}, timeout=120)
+    assert png(api, same_done["result_image_path"]) == data
+    assert png(api, other_done["result_image_path"]) != data
+
+
+def test_image_to_image_from_a_stored_result(api):
+    ref = generate(api, width=64, height=64, seed=1, config={"num_inference_steps": 4})
+    ref_path = wait_status(api, ref["id"], {"COMPLETED"}, timeout=120)["result_image_path"]
+    low = generate(
+        api,
+        width=64,
+        height=64,
+        seed=2,
+        reference_image_url=ref_path,
+        reference_image_strength=25,
+        config={"num_inference_steps": 8},
+    )
+    done = wait_status(api, low["id"], {"COMPLETED", "FAILED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    out = Image.open(io.BytesIO(png(api, done["result_image_path"])))
+    assert out.size == (64, 64)
+    assert png(api, done["result_image_path"]) != png(api, ref_path)
+
+    status, media = api.call(
+        "GET", f"/api/v1/monitoring/tasks/{low['id']}/media", token=api.admin_token
+    )
+    assert status == 200, media
+    assert [(m["name"], m["path"]) for m in media["inputs"]] == [("reference_image", ref_path)]
+    assert [(m["name"], m["media_type"]) for m in media["outputs"]] == [("result_image", "image")]
+    url = media["outputs"][0]["url"]
+    assert url.startswith(api.url) and url.endswith(done["result_image_path"])
+
+
+def test_bad_inputs_fail_at_once_with_a_validation_error(api):
+    odd = generate(api, width=60, height=64, seed=1)
+    done = wait_status(api, odd["id"], {"FAILED"}, timeout=60)
+    assert done["error_category"] == "VALIDATION" and done["retry_count"] == 0
+    assert "multiples of 8" in done["errors"][0]
+    missing = generate(api, reference_image_url="generations/nothing/here.png")
+    done = wait_status(api, missing["id"], {"FAILED"}, timeout=60)
+    assert done["error_category"] == "VALIDATION" and "no stored image" in done["errors"][0]
+    private = generate(api, reference_image_url="http://127.0.0.1:9/x.png")
+    done = wait_status(api, private["id"], {"FAILED"}, timeout=60)
+    assert "non-public address" in done["errors"][0]
+
+
+def test_a_running_generation_is_cancelled_mid_denoising_and_stores_nothing(api):
+    slow = generate(api, width=64, height=64, seed=3, config={"num_inference_steps": 200})
+    running = wait_status(api, slow["id"], {"EXECUTING"}, timeout=60)
+    deadline = time.monotonic() + 30
+    while running["progress"] <= 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        running = api.call("GET", f"/api/v1/tasks/{slow['id']}", token=api.admin_token)[1]
+    assert 0 < running["progress"] < 100, running
+    status, body = api.call("POST", f"/api/v1/tasks/{slow['id']}/cancel", token=api.admin_token)
+    assert status == 200 and body["status"] == "CANCELLED", body
+    # the worker is free again within seconds (200 steps would take ~20 s more)
+    quick = generate(api, width=64, height=64, seed=4, config={"num_inference_steps": 2})
+    wait_status(api, quick["id"], {"COMPLETED"}, timeout=10)
+    assert not (storage_root(api) / "generations" / slow["id"]).exists()
+
+
+def test_storage_routes_upload_read_list_delete_with_tenancy(api):
+    acme = api.call("POST", "/api/v1/admin/tokens", {"tenant": "acme"}, api.admin_token)[1]["token"]
+    globex = api.call("POST", "/api/v1/admin/tokens", {"tenant": "globex"}, api.admin_token)[1][
+        "token"
+    ]
+    image = io.BytesIO()
+    Image.new("RGB", (16, 8), "blue").save(image, format="PNG")
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + image.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    multipart = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    path = "/api/v1/storage/images/uploads/acme/refs/a.png"
+
+    status, _, created = api.call_raw("POST", path, body, acme, multipart)
+    assert status == 201, created
+    assert (
+        api.call_raw("POST", "/api/v1/storage/images/uploads/globex/a.png", body, acme, multipart)[
+            0
+        ]
+        == 404
+    )
+    assert (
+        api.call_raw("POST", "/api/v1/storage/images/generations/x/a.png", body, acme, multipart)[0]
+        == 404
+    )
+    assert png(api, "uploads/acme/refs/a.png", acme) == image.getvalue()
+    assert api.call_raw("GET", path, token=globex)[0] == 404
+    assert api.call_raw("HEAD", path, token=acme)[0] == 200
+    assert api.call_raw("GET", path)[0] == 401
+
+    status, listed = api.call("GET", "/api/v1/storage/images?prefix=uploads/", token=acme)
+    assert status == 200 and [i["path"] for i in listed["images"]] == ["uploads/acme/refs/a.png"]
+    assert api.call("GET", "/api/v1/storage/images?prefix=uploads/", token=globex)[1]["count"] == 0
+
+    # a user reads its own tasks' results and nobody else's
+    mine = generate(api, acme, seed=5, config={"num_inference_steps": 2})
+    result = wait_status(api, mine["id"], {"COMPLETED"}, acme, timeout=60)["result_image_path"]
+    png(api, result, acme)
+    assert api.call_raw("GET", f"/api/v1/storage/images/{result}", token=globex)[0] == 404
+
+    assert api.call_raw("DELETE", path, token=globex)[0] == 404
+    assert api.call_raw("DELETE", path, token=acme)[0] == 200
+    assert api.call_raw("HEAD", path, token=acme)[0] == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../secret.txt",
+        "generations/../../secret.txt",
+        "generations/%2e%2e/%2e%2e/secret.txt",
+        "generations/..%2f..%2fsecret.txt",
+        "/etc/passwd",
+        "uploads//x.png",
+        "generations/a\\..\\b.png",
+    ],
+)
+def test_traversal_attempts_are_refused(api, path):
+    secret = storage_root(api).parent / "secret.txt"
+    secret.write_text("do not serve")
+    for method in ("GET", "HEAD", "DELETE"):
+        status, _, body = api.call_raw(
+            method, f"/api/v1/storage/images/{path}", token=api.admin_token
+        )
+        assert status in (400, 404), (method, path, status)
+        assert b"do not serve" not in body
+    assert secret.exists()
+
+
+def test_a_symlink_out_of_the_store_is_not_followed(api):
+    root = storage_root(api)
+    (root / "generations").mkdir(parents=True, exist_ok=True)
+    outside = root.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "x.png").write_bytes(b"outside the store")
+    link = root / "generations" / "escape"
+    link.symlink_to(outside, target_is_directory=True)
+    try:
+        status, _, body = api.call_raw(
+            "GET", "/api/v1/storage/images/generations/escape/x.png", token=api.admin_token
+        )
+        assert status in (400, 404) and b"outside the store" not in body
+        listed = api.call(
+            "GET", "/api/v1/storage/images?prefix=generations/", token=api.admin_token
+        )[1]
+        assert not any("escape" in i["path"] for i in listed["images"])
+    finally:
+        link.unlink()
+
+
+def test_delete_and_cleanup_remove_the_task_files(api):
+    kept = generate(api, seed=6, config={"num_inference_steps": 2})
+    gone = generate(api, seed=6, config={"num_inference_steps": 2})
+    kept_path = wait_status(api, kept["id"], {"COMPLETED"}, timeout=60)["result_image_path"]
+    gone_path = wait_status(api, gone["id"], {"COMPLETED"}, timeout=60)["result_image_path"]
+    status, cleaned = api.call("POST", f"/api/v1/tasks/{kept['id']}/cleanup", token=api.admin_token)
+    assert status == 200 and cleaned["id"] == kept["id"]
+    assert api.call("GET", f"/api/v1/tasks/{kept['id']}", token=api.admin_token)[0] == 200
+    assert (
+        api.call_raw("HEAD", f"/api/v1/storage/images/{kept_path}", token=api.admin_token)[0] == 404
+    )
+    assert api.call("DELETE", f"/api/v1/tasks/{gone['id']}", token=api.admin_token)[0] == 200
+    assert (
+        api.call_raw("HEAD", f"/api/v1/storage/images/{gone_path}", token=api.admin_token)[0] == 404
+    )
+    assert not (storage_root(api) / "generations" / gone["id"]).exists()
