@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -22,11 +22,13 @@ from uuid import UUID
 from gpu.cancellations import CancellationWatch
 from gpu.executors import JobCancelled, JobContext
 from gpu.executors.echo import echo
-from streams.consumer import Delivery, RecordConsumer
+from gpu.runtime import JobConsumer
+from streams.consumer import Delivery, PoisonMessage
 from streams.producer import RecordProducer
 from streams.records import (
     ErrorCategory,
     InferenceJob,
+    Record,
     TaskStatus,
     TrainingJob,
     WorkerReport,
@@ -76,8 +78,17 @@ SPECS = {
 }
 
 
+Job = InferenceJob | TrainingJob
+
+
 class JobRunner:
-    """Runs each job with the executor for its provider and reports the outcome."""
+    """Runs jobs (one, or a compatible batch) on their provider's executor and reports.
+
+    A retried attempt waits `backoff_s * 2**(attempt - 2)` seconds (at most `max_backoff_s`)
+    after it was enqueued, so a failing dependency is not hammered. An executor may offer
+    `batch_key(job)` (jobs with equal keys can run as one call) and `run_batch(jobs, ctxs)`
+    (one result dict or exception per job, in order).
+    """
 
     def __init__(
         self,
@@ -86,56 +97,108 @@ class JobRunner:
         producer: RecordProducer,
         executors: dict[str, Executor],
         cancelled: Callable[[UUID], bool] = lambda task_id: False,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
     ) -> None:
         self._spec = spec
         self._worker_id = worker_id
         self._producer = producer
         self._executors = executors
         self._cancelled = cancelled
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
         self.completed = 0
+        self.active: set[UUID] = set()  # task ids running now, for heartbeats
 
     def __call__(self, delivery: Delivery) -> None:
-        job = delivery.record
+        """The `RecordConsumer` handler form: run one delivered job."""
+        self.run([self.check(delivery.record)])
+
+    def check(self, job: Record) -> Job:
         if not isinstance(job, InferenceJob | TrainingJob):
-            raise TypeError(f"{self._spec.group} got {job.avro_name}")
-        provider = getattr(job, "provider_type", None) or "local"
-        executor = self._executors.get(provider)
-        if executor is None:
-            self._report(
-                job,
-                TaskStatus.FAILED,
-                error_category=ErrorCategory.PROVIDER,
-                error_message=f"no executor for provider {provider!r} on worker {self._worker_id}",
-            )
+            raise PoisonMessage(f"{self._spec.group} got {job.avro_name}, not a job")
+        return job
+
+    def batch_key(self, job: Job) -> Hashable | None:
+        """Jobs with equal non-None keys may run together as one batched call."""
+        provider = _provider(job)
+        key_of = getattr(self._executors.get(provider), "batch_key", None)
+        if key_of is None or job.attempt > 1:
+            return None
+        key = key_of(job)
+        return None if key is None else (provider, key)
+
+    def run(self, jobs: list[Job]) -> None:
+        """Run one job, or a batch of jobs with the same `batch_key`; report each outcome."""
+        runnable = []
+        for job in jobs:
+            executor = self._executors.get(_provider(job))
+            if executor is None:
+                self._report(
+                    job,
+                    TaskStatus.FAILED,
+                    error_category=ErrorCategory.PROVIDER,
+                    error_message=f"no executor for provider {_provider(job)!r} on worker"
+                    f" {self._worker_id}",
+                )
+            elif self._wait_backoff(job) and not self._cancelled(job.task_id):
+                runnable.append(job)
+            # else: cancelled while queued, nothing to run and nothing to report
+        if not runnable:
             return
-        if self._cancelled(job.task_id):
-            return  # cancelled while queued: nothing to run, nothing to report
-        self._report(job, TaskStatus.EXECUTING)
+        executor = self._executors[_provider(runnable[0])]
+        contexts = [self._context(job) for job in runnable]
+        for job in runnable:
+            self.active.add(job.task_id)
+            self._report(job, TaskStatus.EXECUTING)
         try:
-            result = executor(job, self._context(job))
-        except JobCancelled:
+            if len(runnable) == 1:
+                outcomes: list[dict | BaseException] = [_call(executor, runnable[0], contexts[0])]
+            else:
+                outcomes = executor.run_batch(runnable, contexts)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed the same way
+            outcomes = [exc] * len(runnable)
+        finally:
+            self.active.difference_update(job.task_id for job in runnable)
+        for job, outcome in zip(runnable, outcomes, strict=True):
+            self._finish(job, outcome)
+
+    def _wait_backoff(self, job: Job) -> bool:
+        """Sleep out a retry's backoff; False if the task was cancelled meanwhile."""
+        if job.attempt <= 1 or self._backoff_s <= 0:
+            return True
+        delay = min(self._max_backoff_s, self._backoff_s * 2 ** (job.attempt - 2))
+        due = job.enqueued_at.timestamp() + delay
+        while (left := due - time.time()) > 0:
+            if self._cancelled(job.task_id):
+                return False
+            time.sleep(min(0.05, left))
+        return True
+
+    def _finish(self, job: Job, outcome: dict | BaseException) -> None:
+        if isinstance(outcome, JobCancelled):
             logger.info("stopped job %s: task %s was cancelled", job.job_id, job.task_id)
-        except ValueError as exc:  # bad input: retrying cannot help
+        elif isinstance(outcome, ValueError):  # bad input: retrying cannot help
             self._report(
                 job,
                 TaskStatus.FAILED,
                 error_category=ErrorCategory.VALIDATION,
-                error_message=str(exc),
+                error_message=str(outcome),
             )
-        except Exception as exc:  # noqa: BLE001 - anything else may pass on a retry
-            logger.warning("job %s of task %s failed: %r", job.job_id, job.task_id, exc)
+        elif isinstance(outcome, BaseException):  # anything else may pass on a retry
+            logger.warning("job %s of task %s failed: %r", job.job_id, job.task_id, outcome)
             self._report(
                 job,
                 TaskStatus.FAILED,
                 error_category=ErrorCategory.TRANSIENT,
-                error_message=str(exc) or type(exc).__name__,
+                error_message=str(outcome) or type(outcome).__name__,
                 retryable=True,
             )
         else:
-            self._report(job, TaskStatus.COMPLETED, progress=100.0, result_json=json.dumps(result))
+            self._report(job, TaskStatus.COMPLETED, progress=100.0, result_json=json.dumps(outcome))
             self.completed += 1
 
-    def _context(self, job: InferenceJob | TrainingJob) -> JobContext:
+    def _context(self, job: Job) -> JobContext:
         last = [time.monotonic()]
 
         def progress(percent: float) -> None:
@@ -146,9 +209,7 @@ class JobRunner:
 
         return JobContext(should_stop=lambda: self._cancelled(job.task_id), progress=progress)
 
-    def _report(
-        self, job: InferenceJob | TrainingJob, status: TaskStatus, **fields: object
-    ) -> None:
+    def _report(self, job: Job, status: TaskStatus, **fields: object) -> None:
         report = WorkerReport(
             report_id=uuid.uuid4(),
             job_id=job.job_id,
@@ -159,8 +220,19 @@ class JobRunner:
             timestamp=datetime.now(UTC),
             **fields,
         )
-        # Sent at once (linger 5 ms); RecordConsumer flushes before storing the job's offset.
+        # Sent at once; the job's offset is committed only after the producer is flushed.
         self._producer.send(self._spec.reports, str(job.task_id), report)
+
+
+def _provider(job: Job) -> str:
+    return getattr(job, "provider_type", None) or "local"
+
+
+def _call(executor: Executor, job: Job, ctx: JobContext) -> dict | BaseException:
+    try:
+        return executor(job, ctx)
+    except Exception as exc:  # noqa: BLE001 - classified by the caller
+        return exc
 
 
 def local_executors(settings: Settings) -> dict[str, Executor]:
@@ -202,16 +274,20 @@ def create_worker(
         producer,
         executors,
         cancelled=watch.is_cancelled,
+        backoff_s=settings.retry_backoff_s,
     )
-    consumer = RecordConsumer(
+    max_batch = settings.worker_max_batch if kind == WorkerKind.INFERENCE else 1
+    consumer = JobConsumer(
         bootstrap,
         spec.group,
-        [spec.jobs],
+        spec.jobs,
         serde,
         runner,
         producer,
         settings.kafka_session_timeout_ms,
         settings.kafka_fetch_wait_ms,
+        max_batch=max_batch,
+        max_queued=2 * max_batch,
     )
     return MemberProcess(
         role=spec.role,
@@ -220,6 +296,10 @@ def create_worker(
         consumers=[consumer],
         interval_s=settings.heartbeat_interval_s,
         queues=[spec.jobs.name],
-        status=lambda: {"completed_count": runner.completed},
+        status=lambda: {
+            "completed_count": runner.completed,
+            "active_task_ids": sorted(str(t) for t in runner.active),
+            "concurrency": max_batch,
+        },
         on_close=[watch.stop, registry.close],
     )

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     allow_private_image_urls: bool = Field(
         False, description="Let tasks fetch input images from private or loopback addresses."
     )
+    worker_max_batch: int = Field(
+        4, ge=1, le=64, description="Compatible waiting inference jobs run as one batched call."
+    )
+    retry_backoff_s: float = Field(
+        0.5, ge=0, description="A retry waits this long, doubling per attempt (at most 30 s)."
+    )
     worker_max_pixels: int = Field(
         1024 * 1024, gt=0, description="Largest output (width x height) a worker renders."
     )

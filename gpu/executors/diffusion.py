@@ -18,6 +18,8 @@ import json
 import logging
 import random
 import threading
+from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,23 @@ DEFAULT_SIZE = 64
 DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 7.5
 MAX_STEPS = 200
+
+
+@dataclass(frozen=True)
+class _Plan:
+    job: InferenceJob
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+    model_dir: Path
+    reference: str | None
+    strength: float
+
+
+_PENDING: Any = object()
 
 
 class DiffusionExecutor:
@@ -56,18 +75,71 @@ class DiffusionExecutor:
         self._lock = threading.Lock()
 
     def __call__(self, job: InferenceJob | TrainingJob, ctx: JobContext) -> dict:
+        outcome = self.run_batch([job], [ctx])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def batch_key(self, job: InferenceJob | TrainingJob) -> Hashable | None:
+        """Text-to-image jobs with the same model, size, steps and guidance batch together."""
+        try:
+            plan = self._plan(job)
+        except ValueError:
+            return None
+        if plan.reference is not None:
+            return None
+        return (plan.model_dir, plan.width, plan.height, plan.steps, plan.guidance)
+
+    def run_batch(
+        self, jobs: list[InferenceJob | TrainingJob], contexts: list[JobContext]
+    ) -> list[dict | BaseException]:
+        """One pipeline call for `jobs` (same `batch_key`, or a single job), each with its own
+        generator; one result or exception per job, in order."""
+        outcomes: list[dict | BaseException] = []
+        plans: list[_Plan] = []
+        for job in jobs:
+            try:
+                plans.append(self._plan(job))
+                outcomes.append(_PENDING)
+            except ValueError as exc:
+                outcomes.append(exc)
+        live = [i for i, o in enumerate(outcomes) if o is _PENDING]
+        if not live:
+            return outcomes
+        batch = plans  # the jobs whose plan held, in the order of `live`
+        ctxs = [contexts[i] for i in live]
+        try:
+            images = self._render(batch, ctxs)
+        except ValueError as exc:
+            for i in live:
+                outcomes[i] = exc
+            return outcomes
+        for i, plan, ctx, image in zip(live, batch, ctxs, images, strict=True):
+            if ctx.should_stop():
+                outcomes[i] = JobCancelled(f"task {plan.job.task_id} was cancelled while rendering")
+                continue
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            key = f"{task_folder(plan.job.task_type, plan.job.task_id)}/result.png"
+            self._storage.put(key, buf.getvalue())
+            outcomes[i] = {
+                "executor_type": "local",
+                "result_image_path": key,
+                "seed": plan.seed,
+                "width": image.width,
+                "height": image.height,
+            }
+        return outcomes
+
+    # --- planning and rendering --------------------------------------------------------
+
+    def _plan(self, job: InferenceJob | TrainingJob) -> _Plan:
+        """Validate a job's inputs into a render plan (ValueError says what is wrong)."""
         if not isinstance(job, InferenceJob):
             raise ValueError("the diffusion executor runs inference jobs only")
-        payload = json.loads(job.payload_json)
         if job.task_type != "GENERATION":
             raise ValueError(f"the local executor cannot run {job.task_type} tasks yet")
-        return self._generate(job, payload, ctx)
-
-    # --- GENERATION --------------------------------------------------------------------
-
-    def _generate(self, job: InferenceJob, payload: dict, ctx: JobContext) -> dict:
-        import torch
-
+        payload = json.loads(job.payload_json)
         width = int(payload.get("width") or DEFAULT_SIZE)
         height = int(payload.get("height") or DEFAULT_SIZE)
         if width % 8 or height % 8:
@@ -80,53 +152,57 @@ class DiffusionExecutor:
             raise ValueError(f"config.num_inference_steps must be 1 to {MAX_STEPS}")
         guidance = float(config.get("guidance_scale", DEFAULT_GUIDANCE))
         seed = payload.get("seed")
-        if seed is None:
+        if seed is None:  # chosen here and reported, so the result can be reproduced
             seed = random.SystemRandom().randrange(2**32)
-        reference = payload.get("reference_image_url") or payload.get("reference_image_data")
-        model_dir = self._registry.pipeline_dir(payload.get("base_model_path") or job.model)
+        return _Plan(
+            job=job,
+            prompt=payload["prompt"],
+            width=width,
+            height=height,
+            steps=steps,
+            guidance=guidance,
+            seed=int(seed),
+            model_dir=self._registry.pipeline_dir(payload.get("base_model_path") or job.model),
+            reference=payload.get("reference_image_url") or payload.get("reference_image_data"),
+            strength=float(payload.get("reference_image_strength", 50.0)) / 100,
+        )
 
-        generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        common: dict[str, Any] = {
-            "prompt": payload["prompt"],
-            "num_inference_steps": steps,
-            "guidance_scale": guidance,
-            "generator": generator,
+    def _render(self, plans: list[_Plan], contexts: list[JobContext]) -> list[Any]:
+        """Run one pipeline call for `plans` (all alike but for prompt and seed)."""
+        import torch
+
+        first = plans[0]
+        kwargs: dict[str, Any] = {
+            "prompt": [p.prompt for p in plans],
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            # one generator per image: each gets exactly the latents it would get alone
+            "generator": [torch.Generator(device="cpu").manual_seed(p.seed) for p in plans],
             "output_type": "pil",
         }
-        if reference:
-            image = load_image(reference, self._storage, self._fetch).resize((width, height))
-            strength = float(payload.get("reference_image_strength", 50.0)) / 100
-            pipeline = self._pipeline(model_dir, "img2img")
+        if first.reference is not None:
+            if len(plans) > 1:
+                raise ValueError("image-to-image jobs run one at a time")
+            image = load_image(first.reference, self._storage, self._fetch)
             # at least one denoising step, or diffusers refuses the call
-            common |= {"image": image, "strength": max(strength, 1.0 / steps)}
-            total = max(1, int(steps * common["strength"]))
+            strength = max(first.strength, 1.0 / first.steps)
+            kwargs |= {"image": image.resize((first.width, first.height)), "strength": strength}
+            pipeline = self._pipeline(first.model_dir, "img2img")
+            total = max(1, int(first.steps * strength))
         else:
-            pipeline = self._pipeline(model_dir, "txt2img")
-            common |= {"width": width, "height": height}
-            total = steps
+            kwargs |= {"width": first.width, "height": first.height}
+            pipeline = self._pipeline(first.model_dir, "txt2img")
+            total = first.steps
 
         def on_step(pipe: Any, step: int, timestep: Any, tensors: dict) -> dict:
-            if ctx.should_stop():
+            if all(ctx.should_stop() for ctx in contexts):
                 pipe._interrupt = True  # diffusers' documented way to stop the loop
-            else:
+            for ctx in contexts:
                 ctx.progress(min(99.0, 100.0 * (step + 1) / total))
             return tensors
 
         with torch.inference_mode():
-            result = pipeline(**common, callback_on_step_end=on_step)
-        if ctx.should_stop():
-            raise JobCancelled(f"task {job.task_id} was cancelled during denoising")
-        buf = io.BytesIO()
-        result.images[0].save(buf, format="PNG")
-        key = f"{task_folder(job.task_type, job.task_id)}/result.png"
-        self._storage.put(key, buf.getvalue())
-        return {
-            "executor_type": "local",
-            "result_image_path": key,
-            "seed": int(seed),
-            "width": result.images[0].width,
-            "height": result.images[0].height,
-        }
+            return pipeline(**kwargs, callback_on_step_end=on_step).images
 
     # --- pipelines ---------------------------------------------------------------------
 

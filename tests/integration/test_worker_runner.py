@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
+from confluent_kafka import Consumer, TopicPartition
+
+from gpu.runtime import JobConsumer
 from gpu.worker import JobRunner, WorkerSpec
 from state.registry_store import RegistryStore
 from streams.consumer import RecordConsumer
@@ -88,3 +92,72 @@ def test_jobs_are_reported_with_their_outcome_and_failure_class(bootstrap, db):
     )
     assert all(m.key().decode() == str(r.task_id) for m, r in zip(messages, got, strict=True))
     assert runner.completed == 1
+
+
+class BatchingExecutor:
+    """Records each call's jobs; `slow` jobs hold the runner so the rest queue up."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def _prompt(self, job) -> str:
+        return json.loads(job.payload_json)["prompt"]
+
+    def batch_key(self, job):
+        prompt = self._prompt(job)
+        return None if prompt == "slow" else prompt[0]  # 'a…' and 'b…' batch apart
+
+    def __call__(self, job, ctx):
+        return self.run_batch([job], [ctx])[0]
+
+    def run_batch(self, jobs, ctxs):
+        prompts = [self._prompt(j) for j in jobs]
+        self.calls.append(prompts)
+        if "slow" in prompts:
+            time.sleep(1.5)
+        return [{"prompt": p, "batch": len(jobs)} for p in prompts]
+
+
+def _prompted(prompt: str) -> InferenceJob:
+    job = _job("batching")
+    return job.model_copy(update={"payload_json": json.dumps({"prompt": prompt})})
+
+
+def test_jobs_run_off_the_poll_loop_in_batches_and_commit_after_their_reports(bootstrap, db):
+    serde = AvroSerde(RegistryStore(db), load_catalog())
+    jobs = fresh_topic(bootstrap, "jobs")
+    reports = fresh_topic(bootstrap, "reports")
+    producer = RecordProducer(bootstrap, serde)
+    queued = [_prompted("slow"), *(_prompted(f"a{i}") for i in range(6))]
+    queued += [_prompted("b0"), _prompted("b1")]
+    for job in queued:
+        producer.send(jobs, "same-key", job)
+    producer.flush()
+    executor = BatchingExecutor()
+    runner = JobRunner(
+        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports),
+        "w-1",
+        producer,
+        {"batching": executor},
+    )
+    group = f"test-{uuid.uuid4()}"
+    stop = threading.Event()
+    consumer = JobConsumer(
+        bootstrap, group, jobs, serde, runner, producer, max_batch=4, max_queued=8
+    )
+    thread = threading.Thread(target=consumer.run, args=(stop,))
+    thread.start()
+    messages = read_topic(bootstrap, reports.name, 2 * len(queued), timeout=60)
+    stop.set()
+    thread.join(30)
+    producer.close()
+
+    assert executor.calls == [["slow"], ["a0", "a1", "a2", "a3"], ["a4", "a5"], ["b0", "b1"]]
+    completed = [serde.deserialize(m.value()) for m in messages]
+    completed = [r for r in completed if r.status == TaskStatus.COMPLETED]
+    assert sorted(str(r.task_id) for r in completed) == sorted(str(j.task_id) for j in queued)
+    # every job's offset was committed once its reports were acknowledged
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    [committed] = probe.committed([TopicPartition(jobs.name, 0)], timeout=10)
+    probe.close()
+    assert committed.offset == len(queued)
