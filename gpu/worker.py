@@ -285,7 +285,10 @@ def create_worker(
         runner,
         producer,
         settings.kafka_session_timeout_ms,
-        settings.kafka_fetch_wait_ms,
+        # training jobs run for minutes: polling for them every 200 ms spares the broker
+        settings.kafka_fetch_wait_ms
+        if kind == WorkerKind.INFERENCE
+        else settings.kafka_watch_fetch_wait_ms,
         max_batch=max_batch,
         max_queued=2 * max_batch,
     )

@@ -76,8 +76,10 @@ class Settings(BaseSettings):
     allow_private_image_urls: bool = Field(
         False, description="Let tasks fetch input images from private or loopback addresses."
     )
+    # Batched calls match single ones only to float rounding (about 1e-6, so a pixel may be one
+    # 8-bit level off): 1 keeps "same seed, same bytes"; raise it for throughput on GPUs.
     worker_max_batch: int = Field(
-        4, ge=1, le=64, description="Compatible waiting inference jobs run as one batched call."
+        1, ge=1, le=64, description="Compatible waiting inference jobs run as one batched call."
     )
     retry_backoff_s: float = Field(
         0.5, ge=0, description="A retry waits this long, doubling per attempt (at most 30 s)."

@@ -1,0 +1,85 @@
+"""The diffusion executor on the built-in pipeline, without brokers: batches against single
+calls, cancellation between steps, progress, and input validation."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gpu.executors import JobCancelled, JobContext
+from gpu.executors.diffusion import DiffusionExecutor
+from gpu.models import ModelRegistry, build_tiny_pipeline
+from state.storage import LocalStorage
+from streams.records import InferenceJob
+from tests.integration.conftest import DIRS
+
+
+@pytest.fixture(scope="module")
+def executor(tmp_path_factory) -> DiffusionExecutor:
+    build_tiny_pipeline(DIRS["models"] / "tiny-sd")
+    return DiffusionExecutor(
+        ModelRegistry(DIRS["models"]), LocalStorage(tmp_path_factory.mktemp("storage"))
+    )
+
+
+def job(**payload) -> InferenceJob:
+    body = {"prompt": "a red circle", "width": 32, "height": 32, **payload}
+    body["config"] = {"num_inference_steps": 4, **body.get("config", {})}
+    return InferenceJob(
+        job_id=uuid.uuid4(),
+        task_id=uuid.uuid4(),
+        task_type="GENERATION",
+        payload_json=json.dumps(body),
+        enqueued_at=datetime.now(UTC),
+    )
+
+
+def pixels(executor: DiffusionExecutor, result: dict) -> np.ndarray:
+    data = executor._storage.get(result["result_image_path"])
+    return np.asarray(Image.open(io.BytesIO(data)), dtype=np.int16)
+
+
+def never() -> bool:
+    return False
+
+
+def test_a_batch_matches_single_calls_to_within_float_rounding(executor):
+    jobs = [job(seed=s, prompt=p) for s, p in [(1, "a red circle"), (2, "x"), (3, "a blue square")]]
+    assert len({executor.batch_key(j) for j in jobs}) == 1
+    batched = executor.run_batch(jobs, [JobContext(never)] * 3)
+    for j, together in zip(jobs, batched, strict=True):
+        together_px = pixels(executor, together)
+        alone_px = pixels(executor, executor(j, JobContext(never)))
+        # float kernels are not batch-invariant (~1e-6): at most one 8-bit level apart
+        assert np.abs(together_px - alone_px).max() <= 1
+        assert (together_px != alone_px).mean() < 0.01
+    assert executor.batch_key(job(seed=1, width=64)) != executor.batch_key(jobs[0])
+    assert executor.batch_key(job(reference_image_url="generations/x/y.png")) is None
+
+
+def test_progress_is_reported_per_step_and_a_cancel_stops_between_steps(executor):
+    seen: list[float] = []
+    calls = {"n": 0}
+
+    def stop_after_two() -> bool:
+        calls["n"] += 1
+        return len(seen) >= 2
+
+    with pytest.raises(JobCancelled):
+        executor(
+            job(seed=5, config={"num_inference_steps": 50}), JobContext(stop_after_two, seen.append)
+        )
+    assert 2 <= len(seen) <= 3 and seen[0] == pytest.approx(2.0)
+
+
+def test_a_batch_with_one_bad_job_fails_only_that_one(executor):
+    good, bad = job(seed=1), job(seed=2, width=30)
+    outcomes = executor.run_batch([good, bad], [JobContext(never)] * 2)
+    assert outcomes[0]["result_image_path"].endswith(f"{good.task_id}/result.png")
+    assert isinstance(outcomes[1], ValueError) and "multiples of 8" in str(outcomes[1])
