@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from streams.records import ErrorCategory, TaskStatus
 
@@ -133,6 +133,34 @@ class CreateRefineTask(_CreateBase):
     target_width: Size | None = None
     target_height: Size | None = None
     fal_app_id: str | None = None
+
+    def required_capability(self) -> str:
+        """F33: UPSCALE_{2,4,8}X for those factors, UPSCALE_FLOAT for any other factor,
+        OUTPUT_SIZE when the size comes from target_width/target_height."""
+        factor = self.upscale_factor
+        if factor is None:
+            return "OUTPUT_SIZE"
+        if factor in (2, 4, 8):
+            return f"UPSCALE_{int(factor)}X"
+        return "UPSCALE_FLOAT"
+
+    @model_validator(mode="after")
+    def _capabilities(self) -> CreateRefineTask:
+        if (
+            self.upscale_enabled
+            and self.upscale_factor is None
+            and self.target_width is None
+            and self.target_height is None
+        ):
+            raise ValueError("an upscale needs upscale_factor or target_width/target_height")
+        needed = self.required_capability()
+        offered = self.active_provider_capabilities
+        if self.upscale_enabled and offered is not None and needed not in offered:
+            raise ValueError(
+                f"this refine needs capability {needed}; active_provider_capabilities"
+                f" offers {sorted(offered)}"
+            )
+        return self
 
 
 class CreateExperimentalFalTask(_CreateBase):

@@ -1,14 +1,19 @@
-"""The local diffusion executor: GENERATION on a diffusers pipeline from the model registry.
+"""The local diffusion executor: GENERATION, EDITING and REFINE on diffusers pipelines.
 
-Text-to-image with `prompt`, `width`, `height`, `seed`, `config.num_inference_steps` and
-`config.guidance_scale`; image-to-image when `reference_image_url` or `reference_image_data`
-is given, with `reference_image_strength` (0-100, how far the result may move away from
-the reference). The same model, seed and inputs give the same PNG bytes.
+GENERATION: text-to-image with `prompt`, `width`, `height`, `seed`,
+`config.num_inference_steps` and `config.guidance_scale`; image-to-image when
+`reference_image_url` or `reference_image_data` is given, with `reference_image_strength`
+(0-100, how far the result may move away from the reference). EDITING: an image-to-image
+edit of `base_image` conditioned on `reference_images` (see `_edit`). REFINE: Lanczos upscale
+by `upscale_factor` or to a target size, optionally refined by diffusion (see `_refine`).
+Every image input accepts base64, a data URL, an http(s) URL or a storage path.
 
-Pipelines load once per process (`from_pretrained(..., local_files_only=True)`) and are
-reused; the image-to-image pipeline shares the text-to-image one's modules. A cancel stops
-the denoising loop at the next step (`callback_on_step_end` sets the pipeline's interrupt)
-and nothing is stored. Progress is reported per step; the runner throttles it.
+The same model, seed and inputs give the same PNG bytes. Pipelines load once per process
+(`from_pretrained(..., local_files_only=True)`) and are reused; the image-to-image pipeline
+shares the text-to-image one's modules. A cancel stops the denoising loop at the next step
+(`callback_on_step_end` sets the pipeline's interrupt) and nothing is stored. Progress is
+reported per step; the runner throttles it. Text-to-image jobs alike but for prompt and
+seed can run as one batched call (`batch_key`, `run_batch`).
 """
 
 from __future__ import annotations
@@ -75,6 +80,10 @@ class DiffusionExecutor:
         self._lock = threading.Lock()
 
     def __call__(self, job: InferenceJob | TrainingJob, ctx: JobContext) -> dict:
+        if isinstance(job, InferenceJob) and job.task_type == "EDITING":
+            return self._edit(job, json.loads(job.payload_json), ctx)
+        if isinstance(job, InferenceJob) and job.task_type == "REFINE":
+            return self._refine(job, json.loads(job.payload_json), ctx)
         outcome = self.run_batch([job], [ctx])[0]
         if isinstance(outcome, BaseException):
             raise outcome
@@ -138,7 +147,9 @@ class DiffusionExecutor:
         if not isinstance(job, InferenceJob):
             raise ValueError("the diffusion executor runs inference jobs only")
         if job.task_type != "GENERATION":
-            raise ValueError(f"the local executor cannot run {job.task_type} tasks yet")
+            raise ValueError(
+                f"the local executor runs GENERATION, EDITING and REFINE, not {job.task_type}"
+            )
         payload = json.loads(job.payload_json)
         width = int(payload.get("width") or DEFAULT_SIZE)
         height = int(payload.get("height") or DEFAULT_SIZE)
@@ -151,9 +162,7 @@ class DiffusionExecutor:
         if not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"config.num_inference_steps must be 1 to {MAX_STEPS}")
         guidance = float(config.get("guidance_scale", DEFAULT_GUIDANCE))
-        seed = payload.get("seed")
-        if seed is None:  # chosen here and reported, so the result can be reproduced
-            seed = random.SystemRandom().randrange(2**32)
+        seed = _seed(payload.get("seed"))
         return _Plan(
             job=job,
             prompt=payload["prompt"],
@@ -166,6 +175,181 @@ class DiffusionExecutor:
             reference=payload.get("reference_image_url") or payload.get("reference_image_data"),
             strength=float(payload.get("reference_image_strength", 50.0)) / 100,
         )
+
+    def _size(self, payload: dict, fallback: tuple[int, int]) -> tuple[int, int]:
+        width = int(payload.get("width") or fallback[0])
+        height = int(payload.get("height") or fallback[1])
+        if width % 8 or height % 8:
+            raise ValueError(f"width and height must be multiples of 8, got {width}x{height}")
+        if width * height > self._max_pixels:
+            raise ValueError(f"{width}x{height} is over this worker's {self._max_pixels} pixels")
+        return width, height
+
+    def _store(self, job: InferenceJob, name: str, image: Any) -> str:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        key = f"{task_folder(job.task_type, job.task_id)}/{name}.png"
+        self._storage.put(key, buf.getvalue())
+        return key
+
+    def _img2img(
+        self,
+        job: InferenceJob,
+        model: str | None,
+        image: Any,
+        prompt: str,
+        steps: int,
+        strength: float,
+        seed: int,
+        ctx: JobContext,
+        guidance: float = DEFAULT_GUIDANCE,
+    ) -> Any:
+        """One image-to-image pass on `image` (whose size is a multiple of 8)."""
+        import torch
+
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be 1 to {MAX_STEPS}")
+        strength = min(1.0, max(strength, 1.0 / steps))  # at least one denoising step
+        total = max(1, int(steps * strength))
+        pipeline = self._pipeline(self._registry.pipeline_dir(model or job.model), "img2img")
+
+        def on_step(pipe: Any, step: int, timestep: Any, tensors: dict) -> dict:
+            if ctx.should_stop():
+                pipe._interrupt = True
+            ctx.progress(min(99.0, 100.0 * (step + 1) / total))
+            return tensors
+
+        with torch.inference_mode():
+            result = pipeline(
+                prompt=prompt,
+                image=image,
+                strength=strength,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=torch.Generator(device="cpu").manual_seed(seed),
+                callback_on_step_end=on_step,
+            ).images[0]
+        if ctx.should_stop():
+            raise JobCancelled(f"task {job.task_id} was cancelled during denoising")
+        return result
+
+    # --- EDITING -----------------------------------------------------------------------
+
+    def _edit(self, job: InferenceJob, payload: dict, ctx: JobContext) -> dict:
+        """Edit `base_image` toward `prompt`, conditioned on `reference_images`.
+
+        The tiny pipeline has no image encoder, so references condition the edit through
+        the starting point: their mean is blended into the base image with weight
+        `config.reference_weight` (default 0.3) before an image-to-image pass of strength
+        `config.strength` (default 0.6). The deprecated `base_image_data`/`base_image_url`
+        and `reference_image_data`/`reference_image_url` fill in for the new fields.
+        """
+        from PIL import Image as PILImage
+
+        base_ref = (
+            payload.get("base_image")
+            or payload.get("base_image_url")
+            or payload.get("base_image_data")
+        )
+        if not base_ref:
+            raise ValueError("EDITING needs base_image")
+        refs = payload.get("reference_images") or [
+            r
+            for r in (payload.get("reference_image_url"), payload.get("reference_image_data"))
+            if r
+        ]
+        base = load_image(base_ref, self._storage, self._fetch)
+        width, height = self._size(payload, (base.width // 8 * 8 or 8, base.height // 8 * 8 or 8))
+        base = base.resize((width, height))
+        references = [
+            load_image(r, self._storage, self._fetch).resize((width, height)) for r in refs
+        ]
+        config = payload.get("config") or {}
+        start = base
+        if references:
+            import numpy as np
+
+            weight = float(config.get("reference_weight", 0.3))
+            if not 0 <= weight <= 1:
+                raise ValueError("config.reference_weight must be 0 to 1")
+            mean = np.mean([np.asarray(r, dtype=np.float32) for r in references], axis=0)
+            mixed = (1 - weight) * np.asarray(base, dtype=np.float32) + weight * mean
+            start = PILImage.fromarray(mixed.round().clip(0, 255).astype("uint8"))
+        seed = _seed(payload.get("seed"))
+        result = self._img2img(
+            job,
+            payload.get("base_model_path"),
+            start,
+            payload["prompt"],
+            int(config.get("num_inference_steps") or DEFAULT_STEPS),
+            float(config.get("strength", 0.6)),
+            seed,
+            ctx,
+            float(config.get("guidance_scale", DEFAULT_GUIDANCE)),
+        )
+        return {
+            "executor_type": "local",
+            "base_image_path": self._store(job, "base", base),
+            "reference_images": [
+                self._store(job, f"reference_{i}", r) for i, r in enumerate(references)
+            ],
+            "result_image_path": self._store(job, "result", result),
+            "seed": seed,
+            "width": width,
+            "height": height,
+        }
+
+    # --- REFINE ------------------------------------------------------------------------
+
+    def _refine(self, job: InferenceJob, payload: dict, ctx: JobContext) -> dict:
+        """Upscale by `upscale_factor` (or to `target_width`/`target_height`) with Lanczos,
+        then, when `upscale_steps` or `upscale_denoise` is given, refine the upscaled image
+        with an image-to-image pass of strength `upscale_denoise` (default 0.3)."""
+        from PIL import Image as PILImage
+
+        if payload.get("face_detail_enabled"):
+            raise ValueError(
+                "face-detail refinement needs a face detector this worker does not have"
+            )
+        image = load_image(payload["base_image_url"], self._storage, self._fetch)
+        width, height = image.size
+        factor = payload.get("upscale_factor")
+        if payload.get("upscale_enabled", True):
+            if factor:
+                width, height = round(width * factor), round(height * factor)
+            else:
+                tw, th = payload.get("target_width"), payload.get("target_height")
+                if not tw and not th:
+                    raise ValueError("REFINE needs upscale_factor or target_width/target_height")
+                width, height = tw or round(width * th / height), th or round(height * tw / width)
+        if width * height > self._max_pixels:
+            raise ValueError(f"{width}x{height} is over this worker's {self._max_pixels} pixels")
+        result = image.resize((width, height), PILImage.Resampling.LANCZOS)
+        refined = payload.get("upscale_steps") or payload.get("upscale_denoise")
+        seed = _seed(payload.get("upscale_seed"))
+        if refined:
+            # the pipeline works on multiples of 8: refine at the nearest such size, then back
+            work = result.resize((max(8, width // 8 * 8), max(8, height // 8 * 8)))
+            work = self._img2img(
+                job,
+                payload.get("base_model_path"),
+                work,
+                payload.get("upscale_prompt") or "",
+                int(payload.get("upscale_steps") or DEFAULT_STEPS),
+                float(payload.get("upscale_denoise") or 0.3),
+                seed,
+                ctx,
+            )
+            result = work.resize((width, height), PILImage.Resampling.LANCZOS)
+        elif ctx.should_stop():
+            raise JobCancelled(f"task {job.task_id} was cancelled")
+        return {
+            "executor_type": "local",
+            "result_image_path": self._store(job, "result", result),
+            "width": width,
+            "height": height,
+            **({"upscale_seed": seed} if refined else {}),
+        }
 
     def _render(self, plans: list[_Plan], contexts: list[JobContext]) -> list[Any]:
         """Run one pipeline call for `plans` (all alike but for prompt and seed)."""
@@ -226,3 +410,8 @@ class DiffusionExecutor:
                 img2img.set_progress_bar_config(disable=True)
                 self._pipelines[(model_dir, kind)] = img2img
             return self._pipelines[(model_dir, kind)]
+
+
+def _seed(given: int | None) -> int:
+    """The task's seed, or one chosen here (and reported, so the result can be reproduced)."""
+    return int(given) if given is not None else random.SystemRandom().randrange(2**32)

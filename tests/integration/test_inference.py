@@ -4,7 +4,9 @@ cancellation mid-denoising, and input validation."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import time
 import uuid
 from pathlib import Path
@@ -231,3 +233,90 @@ def test_delete_and_cleanup_remove_the_task_files(api):
         api.call_raw("HEAD", f"/api/v1/storage/images/{gone_path}", token=api.admin_token)[0] == 404
     )
     assert not (storage_root(api) / "generations" / gone["id"]).exists()
+
+
+def data_url(color: str, size: tuple[int, int] = (48, 32)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_editing_with_references_and_deprecated_fields(api):
+    status, created = api.call(
+        "POST",
+        "/api/v1/tasks/",
+        {
+            "task_type": "EDITING",
+            "prompt": "make it blue",
+            "base_image": data_url("red"),
+            "reference_images": [data_url("blue"), data_url("white")],
+            "seed": 3,
+            "config": {"num_inference_steps": 4},
+        },
+        api.admin_token,
+    )
+    assert status == 200, created
+    done = wait_status(api, created["id"], {"COMPLETED", "FAILED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    assert done["result_image_path"] == f"editings/{created['id']}/result.png"
+    assert Image.open(io.BytesIO(png(api, done["result_image_path"]))).size == (48, 32)
+    assert done["base_image_path"] == f"editings/{created['id']}/base.png"
+    assert len(done["reference_images"]) == 2
+    assert png(api, done["reference_images"][0])
+
+    status, old = api.call(
+        "POST",
+        "/api/v1/tasks/",
+        {
+            "task_type": "EDITING",
+            "prompt": "x",
+            "base_image_data": data_url("green", (16, 16)),
+            "reference_image_url": done["result_image_path"],
+            "width": 32,
+            "height": 32,
+            "config": {"num_inference_steps": 2},
+        },
+        api.admin_token,
+    )
+    assert status == 200, old
+    old_done = wait_status(api, old["id"], {"COMPLETED", "FAILED"}, timeout=120)
+    assert old_done["status"] == "COMPLETED", old_done
+    assert Image.open(io.BytesIO(png(api, old_done["result_image_path"]))).size == (32, 32)
+
+
+def refine(api, **fields) -> tuple[int, dict]:
+    body = {"task_type": "REFINE", "base_image_url": data_url("yellow", (24, 16)), **fields}
+    return api.call("POST", "/api/v1/tasks/", body, api.admin_token)
+
+
+def test_refine_upscales_by_factor_or_to_a_target_and_can_refine_with_diffusion(api):
+    cases = [
+        ({"upscale_factor": 2}, (48, 32)),
+        ({"upscale_factor": 1.5}, (36, 24)),
+        ({"target_width": 72}, (72, 48)),
+        (
+            {"upscale_factor": 2, "upscale_steps": 4, "upscale_denoise": 0.5, "upscale_seed": 9},
+            (48, 32),
+        ),
+    ]
+    for fields, size in cases:
+        status, created = refine(api, **fields)
+        assert status == 200, created
+        done = wait_status(api, created["id"], {"COMPLETED", "FAILED"}, timeout=120)
+        assert done["status"] == "COMPLETED", (fields, done)
+        assert done["result_image_path"].startswith(f"refines/{created['id']}/")
+        assert Image.open(io.BytesIO(png(api, done["result_image_path"]))).size == size, fields
+
+
+def test_refine_capability_rules_are_checked_at_create_time(api):
+    status, body = refine(api, upscale_factor=3, active_provider_capabilities=["UPSCALE_2X"])
+    assert status == 422 and "needs capability UPSCALE_FLOAT" in json.dumps(body)
+    status, body = refine(api, target_width=64, active_provider_capabilities=["UPSCALE_2X"])
+    assert status == 422 and "OUTPUT_SIZE" in json.dumps(body)
+    status, body = refine(api)
+    assert status == 422 and "upscale_factor or target_width" in json.dumps(body)
+    assert refine(api, upscale_factor=4, active_provider_capabilities=["UPSCALE_4X"])[0] == 200
+    status, created = refine(api, upscale_factor=2, face_detail_enabled=True)
+    assert status == 200
+    failed = wait_status(api, created["id"], {"FAILED"}, timeout=60)
+    assert failed["error_category"] == "VALIDATION" and "face detector" in failed["errors"][0]
