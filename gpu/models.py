@@ -46,17 +46,21 @@ class ModelRegistry:
     aliases: dict[str, str] = field(default_factory=dict)  # name -> directory name or path
 
     def pipeline_dir(self, name: str | None) -> Path:
-        """The directory of the pipeline `name` (the default when None or empty)."""
+        """The directory of pipeline `name` (the default when None or empty).
+
+        Task-given names are plain names under `models_dir`; only configured aliases may
+        point elsewhere (a task must not make a worker load an arbitrary directory).
+        """
         key = name or self.default
-        target = self.aliases.get(key, key)
-        if not _NAME.match(target) and not Path(target).is_absolute():
+        if key in self.aliases:
+            target = Path(self.aliases[key])
+            path = target if target.is_absolute() else self.models_dir / target
+        elif _NAME.match(key):
+            path = self.models_dir / key
+        else:
             raise UnknownModel(f"model name {key!r} is not a plain name")
-        path = Path(target) if Path(target).is_absolute() else self.models_dir / target
         if not (path / "model_index.json").is_file():
-            if name and key not in self.aliases and self.default != key:
-                # Unknown names fall back to the default only when it was asked implicitly.
-                raise UnknownModel(f"no model {key!r} under {self.models_dir}")
-            raise UnknownModel(f"model {key!r} is not built: {path} has no model_index.json")
+            raise UnknownModel(f"no model {key!r}: {path} has no model_index.json")
         return path
 
     def lora_file(self, name: str) -> Path:

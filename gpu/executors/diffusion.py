@@ -18,12 +18,13 @@ seed can run as one batched call (`batch_key`, `run_batch`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import random
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ DEFAULT_SIZE = 64
 DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 7.5
 MAX_STEPS = 200
+#: Task field prefixes naming LoRAs: `<slot>_model_path` and `<slot>_lora_weight`.
+LORA_SLOTS = ("subject", "product", "style", "product2")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class _Plan:
     model_dir: Path
     reference: str | None
     strength: float
+    loras: tuple[tuple[str, Path, float], ...] = ()  # (slot, file, weight)
 
 
 _PENDING: Any = object()
@@ -97,7 +101,7 @@ class DiffusionExecutor:
             return None
         if plan.reference is not None:
             return None
-        return (plan.model_dir, plan.width, plan.height, plan.steps, plan.guidance)
+        return (plan.model_dir, plan.width, plan.height, plan.steps, plan.guidance, plan.loras)
 
     def run_batch(
         self, jobs: list[InferenceJob | TrainingJob], contexts: list[JobContext]
@@ -174,7 +178,40 @@ class DiffusionExecutor:
             model_dir=self._registry.pipeline_dir(payload.get("base_model_path") or job.model),
             reference=payload.get("reference_image_url") or payload.get("reference_image_data"),
             strength=float(payload.get("reference_image_strength", 50.0)) / 100,
+            loras=self._lora_set(payload),
         )
+
+    def _lora_set(self, payload: dict) -> tuple[tuple[str, Path, float], ...]:
+        """The LoRAs a task names in `<slot>_model_path`, with `<slot>_lora_weight` (1.0)."""
+        chosen = []
+        for slot in LORA_SLOTS:
+            name = payload.get(f"{slot}_model_path")
+            if name:
+                weight = payload.get(f"{slot}_lora_weight")
+                chosen.append(
+                    (slot, self._registry.lora_file(name), 1.0 if weight is None else float(weight))
+                )
+        return tuple(chosen)
+
+    @contextlib.contextmanager
+    def _loras_attached(
+        self, pipeline: Any, loras: tuple[tuple[str, Path, float], ...]
+    ) -> Iterator[None]:
+        """Attach LoRAs for one call and remove them after, whatever happens."""
+        if not loras:
+            yield
+            return
+        try:
+            for slot, path, _ in loras:
+                pipeline.load_lora_weights(
+                    str(path.parent), weight_name=path.name, adapter_name=slot
+                )
+            pipeline.set_adapters(
+                [slot for slot, _, _ in loras], adapter_weights=[w for _, _, w in loras]
+            )
+            yield
+        finally:
+            pipeline.unload_lora_weights()
 
     def _size(self, payload: dict, fallback: tuple[int, int]) -> tuple[int, int]:
         width = int(payload.get("width") or fallback[0])
@@ -385,7 +422,7 @@ class DiffusionExecutor:
                 ctx.progress(min(99.0, 100.0 * (step + 1) / total))
             return tensors
 
-        with torch.inference_mode():
+        with self._loras_attached(pipeline, first.loras), torch.inference_mode():
             return pipeline(**kwargs, callback_on_step_end=on_step).images
 
     # --- pipelines ---------------------------------------------------------------------
@@ -401,7 +438,11 @@ class DiffusionExecutor:
             if base is None:
                 logger.info("loading pipeline %s on %s (%s)", model_dir, self.device, self.dtype)
                 base = StableDiffusionPipeline.from_pretrained(
-                    model_dir, local_files_only=True, torch_dtype=self.dtype
+                    # safetensors only: a pickled checkpoint could run code on load
+                    model_dir,
+                    local_files_only=True,
+                    torch_dtype=self.dtype,
+                    use_safetensors=True,
                 ).to(self.device)
                 base.set_progress_bar_config(disable=True)
                 self._pipelines[(model_dir, "txt2img")] = base

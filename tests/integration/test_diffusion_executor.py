@@ -83,3 +83,54 @@ def test_a_batch_with_one_bad_job_fails_only_that_one(executor):
     outcomes = executor.run_batch([good, bad], [JobContext(never)] * 2)
     assert outcomes[0]["result_image_path"].endswith(f"{good.task_id}/result.png")
     assert isinstance(outcomes[1], ValueError) and "multiples of 8" in str(outcomes[1])
+
+
+def write_lora(models, name: str) -> None:
+    """A random LoRA for the tiny UNet's attention projections, saved as diffusers does."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(models / "tiny-sd" / "unet")
+    torch.manual_seed(0)
+    unet.add_adapter(
+        LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+        )
+    )
+    StableDiffusionPipeline.save_lora_weights(
+        models / "loras",
+        unet_lora_layers=get_peft_model_state_dict(unet),
+        weight_name=f"{name}.safetensors",
+    )
+
+
+def test_a_lora_changes_the_output_and_is_removed_after(executor):
+    write_lora(DIRS["models"], "test-style")
+    plain = pixels(executor, executor(job(seed=11), JobContext(never)))
+    styled = pixels(
+        executor,
+        executor(
+            job(seed=11, style_model_path="test-style", style_lora_weight=1.0), JobContext(never)
+        ),
+    )
+    zero = pixels(
+        executor,
+        executor(
+            job(seed=11, style_model_path="test-style", style_lora_weight=0.0), JobContext(never)
+        ),
+    )
+    assert np.abs(styled - plain).mean() > 1.0
+    assert np.abs(zero - plain).max() <= 1  # weight 0: the base model's output
+    # detached afterwards: the next plain job renders exactly as before
+    assert (pixels(executor, executor(job(seed=11), JobContext(never))) == plain).all()
+    with pytest.raises(ValueError, match="no LoRA"):
+        executor(job(seed=1, subject_model_path="missing"), JobContext(never))
+    with pytest.raises(ValueError, match="not a plain name"):
+        executor(job(seed=1, subject_model_path="../tiny-sd/unet"), JobContext(never))
+    with pytest.raises(ValueError, match="not a plain name"):
+        executor(job(seed=1, base_model_path="/etc"), JobContext(never))

@@ -320,3 +320,24 @@ def test_refine_capability_rules_are_checked_at_create_time(api):
     assert status == 200
     failed = wait_status(api, created["id"], {"FAILED"}, timeout=60)
     assert failed["error_category"] == "VALIDATION" and "face detector" in failed["errors"][0]
+
+
+def test_a_transient_failure_is_retried_with_backoff_then_the_fallback_runs(api):
+    from processors.task_machine import MAX_RETRIES
+
+    created = generate(
+        api,
+        seed=12,
+        provider_type="echo",
+        provider_config={"fail": True},
+        fallback_provider_type="local",
+        config={"num_inference_steps": 2},
+    )
+    started = time.monotonic()
+    done = wait_status(api, created["id"], {"COMPLETED", "FAILED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    # MAX_RETRIES retries on echo, then one more attempt on the fallback provider
+    assert done["retry_count"] == MAX_RETRIES + 1 and done["executor_type"] == "local"
+    assert png(api, done["result_image_path"])
+    # attempts 2, 3 and 4 waited 0.5, 1 and 2 s after being enqueued
+    assert time.monotonic() - started >= 3.5
