@@ -3,6 +3,8 @@ process left behind after SIGTERM, or even after the supervisor is SIGKILLed."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from PIL import Image
 
 from taskstream.stack import launch
 
@@ -41,6 +44,35 @@ def stack(tmp_path: Path):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _call(info: dict, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        info["api_url"] + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={
+            "Authorization": f"Bearer {info['admin_token']}",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
+        return resp.status, resp.read()
+
+
+def _generate(info: dict, fields: dict) -> bytes:
+    """POST a GENERATION task, wait for COMPLETED, return its PNG from the storage API."""
+    _, body = _call(info, "POST", "/api/v1/tasks/", {"task_type": "GENERATION", **fields})
+    task_id = json.loads(body)["id"]
+    deadline = time.monotonic() + 60
+    while (task := json.loads(_call(info, "GET", f"/api/v1/tasks/{task_id}")[1]))["status"] not in (
+        "COMPLETED",
+        "FAILED",
+    ):
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)
+    assert task["status"] == "COMPLETED", task
+    return _call(info, "GET", f"/api/v1/storage/images/{task['result_image_path']}")[1]
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -67,6 +99,10 @@ def test_up_is_healthy_writes_stack_json_and_stops_cleanly_on_sigterm(stack):
     names = {psutil.Process(p).name() for p in family if _alive(p)}
     assert any(n.startswith("tansu") for n in names) and "postgres" in names, names
     assert len(family) >= 7, "supervisor, broker, postgres, api, processors and two workers"
+    # a fresh data dir makes real PNGs: the worker built the tiny pipeline on first start
+    assert (stack_file.parent / "models" / "tiny-sd" / "model_index.json").is_file()
+    png = _generate(info, {"prompt": "a red circle", "width": 32, "height": 24, "seed": 1})
+    assert Image.open(io.BytesIO(png)).size == (32, 24)
 
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
