@@ -32,6 +32,7 @@ from streams.records import (
     ErrorCategory,
     EventType,
     InferenceJob,
+    InferenceStatusEvent,
     Record,
     RetryTask,
     TaskCreatedEvent,
@@ -291,7 +292,7 @@ def _report(state: TaskState | None, report: WorkerReport, now: datetime) -> Dec
             completed_at=now,
             fields={**state.fields, **result},
         )
-        return Decision(new, (_status_event(new, now),))
+        return Decision(new, (_status_event(new, now), _inference_event(new, now)))
     if report.status == TaskStatus.FAILED:
         return _failed(state, report, now)
     return Decision(state)
@@ -318,7 +319,7 @@ def _failed(state: TaskState, report: WorkerReport, now: datetime) -> Decision:
         error_message=report.error_message,
         error_category=report.error_category or ErrorCategory.UNKNOWN,
     )
-    return Decision(new, (_status_event(new, now),))
+    return Decision(new, (_status_event(new, now), _inference_event(new, now)))
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -376,6 +377,23 @@ def _status_event(state: TaskState, now: datetime) -> TaskStatusEvent:
         completed_at=state.completed_at,
         error_message=state.error_message,
         error_category=state.error_category,
+    )
+
+
+def _inference_event(state: TaskState, now: datetime) -> InferenceStatusEvent:
+    """An inference job's result (F45), after its TaskStatusEvent. The seed's backend ids
+    name the calling backend's generation and prediction; taskstream's own are the task and
+    the job of the attempt that ended it."""
+    return InferenceStatusEvent(
+        **_envelope(state, now, EventType.INFERENCE_STATUS),
+        status=state.status,
+        backend_generation_id=state.task_id,
+        backend_prediction_id=job_id(state.task_id, state.attempt),
+        prompt_id=state.fields.get("prompt_id"),
+        result_image_path=state.fields.get("result_image_path"),
+        refined_image_path=state.fields.get("refined_image_path"),
+        error_message=state.error_message,
+        completed_at=state.completed_at,
     )
 
 

@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from streams.records import InferenceStatusEvent
+from streams.registry import HttpSchemaRegistry
+from streams.schemas import load_catalog
+from streams.serde import AvroSerde
 from tests.conftest import new_database
 from tests.integration.conftest import run_members, serve_api, settings_for, wait_status
+from tests.integration.kafka_helpers import read_topic
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +67,23 @@ def test_generation_stores_a_png_of_the_requested_size_and_seeds_repeat(api):
     other_done = wait_status(api, other["id"], {"COMPLETED"}, timeout=120)
     assert png(api, same_done["result_image_path"]) == data
     assert png(api, other_done["result_image_path"]) != data
+
+
+def test_the_result_is_announced_by_an_inference_status_event(api, bootstrap):
+    created = generate(api, seed=21, config={"num_inference_steps": 2})
+    done = wait_status(api, created["id"], {"COMPLETED"}, timeout=60)
+    registry = HttpSchemaRegistry(api.url + "/schema-registry", f"admin:{api.admin_token}")
+    serde = AvroSerde(registry, load_catalog())
+    deadline, mine = time.monotonic() + 20, []
+    while time.monotonic() < deadline and not any(
+        isinstance(e, InferenceStatusEvent) for e in mine
+    ):
+        messages = read_topic(bootstrap, "tasks.events", 100_000, timeout=2)
+        mine = [serde.deserialize(m.value()) for m in messages if m.key().decode() == created["id"]]
+    registry.close()
+    [result] = [e for e in mine if isinstance(e, InferenceStatusEvent)]
+    assert (result.status, result.result_image_path) == ("COMPLETED", done["result_image_path"])
+    assert str(result.backend_generation_id) == created["id"] and result.completed_at
 
 
 def test_image_to_image_from_a_stored_result(api):

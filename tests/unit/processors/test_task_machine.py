@@ -17,6 +17,7 @@ from streams.records import (
     DeleteTask,
     ErrorCategory,
     InferenceJob,
+    InferenceStatusEvent,
     RetryTask,
     TaskCreatedEvent,
     TaskDeleted,
@@ -105,6 +106,11 @@ def test_full_lifecycle_to_completed(pending):
     assert d.state.completed_at == at(2) and d.state.fields["result_image_path"] == "g/x.png"
     assert d.events[0].status == TaskStatus.COMPLETED and d.events[0].completed_at == at(2)
     assert d.state.version == 3
+    result = d.events[1]  # F45: the inference result follows the status event
+    assert isinstance(result, InferenceStatusEvent) and result.status == "COMPLETED"
+    assert (result.result_image_path, result.completed_at) == ("g/x.png", at(2))
+    assert result.backend_generation_id == pending.task_id
+    assert result.backend_prediction_id == job_id(pending.task_id, 1)
 
 
 def test_unchanged_progress_emits_nothing(pending):
@@ -184,6 +190,13 @@ def test_a_validation_failure_is_not_retried(pending):
         at(1),
     )
     assert d.state.status == TaskStatus.FAILED and d.state.retry_count == 0 and d.jobs == ()
+    [_, result] = d.events
+    assert isinstance(result, InferenceStatusEvent)
+    assert (result.status, result.error_message, result.result_image_path) == (
+        "FAILED",
+        "bad size",
+        None,
+    )
 
 
 def test_retry_command_requeues_failed_tasks_only(pending):
