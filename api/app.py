@@ -43,7 +43,7 @@ from api.tasks import routes as task_routes
 from state.db import AsyncDatabase, Database
 from state.migrations import migrate
 from state.registry_store import RegistryStore
-from state.storage import LocalStorage
+from state.storage import storage_from_settings
 from streams.admin import ensure_topics
 from streams.latest import LatestRecords
 from streams.records import TaskCountsSnapshot
@@ -135,7 +135,7 @@ async def _schemas(app: web.Application) -> AsyncIterator[None]:
 async def _tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[TASK_READER] = TaskReader(app[DB])
-    app[STORAGE] = LocalStorage(settings.storage_root())
+    app[STORAGE] = storage_from_settings(settings.storage_root(), settings.storage_url)
     app[OUTCOMES] = await OutcomeWaiter(settings.require_database_url(), app[DB]).start()
     app[COMMANDS] = CommandSender(settings.require_bootstrap(), app[SERDE])
     yield

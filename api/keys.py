@@ -10,7 +10,7 @@ from api.heartbeats import HeartbeatMonitor
 from api.task_queries import TaskReader
 from state.db import AsyncDatabase, Database
 from state.registry_store import RegistryStore
-from state.storage import LocalStorage
+from state.storage import Storage
 from streams.latest import LatestRecords
 from streams.registry import HttpSchemaRegistry
 from streams.serde import AvroSerde
@@ -29,5 +29,5 @@ OUTCOMES = web.AppKey("outcomes", OutcomeWaiter)
 TASK_READER = web.AppKey("task_reader", TaskReader)
 OPENAPI = web.AppKey("openapi", dict)
 TASK_COUNTS = web.AppKey("task_counts", LatestRecords)
-STORAGE = web.AppKey("storage", LocalStorage)
+STORAGE = web.AppKey("storage", Storage)
 PRINCIPAL = web.RequestKey("principal", Principal)  # request-scoped: the authenticated caller

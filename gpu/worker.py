@@ -241,14 +241,14 @@ def local_executors(settings: Settings) -> dict[str, Executor]:
     from gpu.executors.diffusion import DiffusionExecutor
     from gpu.images import FetchPolicy
     from gpu.models import DEFAULT_MODEL, ModelRegistry, build_tiny_pipeline
-    from state.storage import LocalStorage
+    from state.storage import storage_from_settings
 
     registry = ModelRegistry(settings.models_root(), default=settings.default_model)
     if settings.default_model == DEFAULT_MODEL:
         build_tiny_pipeline(settings.models_root() / DEFAULT_MODEL)
     diffusion = DiffusionExecutor(
         registry,
-        LocalStorage(settings.storage_root()),
+        storage_from_settings(settings.storage_root(), settings.storage_url),
         FetchPolicy(allow_private=settings.allow_private_image_urls),
         max_pixels=settings.worker_max_pixels,
     )

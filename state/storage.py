@@ -13,10 +13,12 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlparse
 
 MAX_KEY_LENGTH = 512
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+-]*$")
@@ -142,3 +144,96 @@ class LocalStorage:
                 if len(found) >= limit:
                     break
         return found
+
+
+class S3Storage:
+    """Objects in an S3-compatible bucket (AWS, R2, MinIO) under an optional key prefix.
+
+    Keys pass the same `safe_key` gate as the local store, so the same paths are refused
+    everywhere and a prefix cannot be escaped. Credentials and region come from the usual
+    AWS environment; `endpoint_url` selects a non-AWS service.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        import boto3
+
+        self._bucket = bucket
+        self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._s3 = boto3.client("s3", endpoint_url=endpoint_url)
+
+    def _key(self, key: str) -> str:
+        return self._prefix + safe_key(key)
+
+    def _missing(self, exc: Exception) -> bool:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        return code in ("404", "NoSuchKey", "NotFound")
+
+    def put(self, key: str, data: bytes) -> ObjectInfo:
+        self._s3.put_object(Bucket=self._bucket, Key=self._key(key), Body=data)
+        return self.stat(key)
+
+    def get(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._s3.get_object(Bucket=self._bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if self._missing(exc):
+                raise NotFound(key) from None
+            raise
+
+    def stat(self, key: str) -> ObjectInfo:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self._s3.head_object(Bucket=self._bucket, Key=self._key(key))
+        except ClientError as exc:
+            if self._missing(exc):
+                raise NotFound(key) from None
+            raise
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"])
+
+    def delete(self, key: str) -> None:
+        self.stat(key)  # S3 deletes are silent about missing keys; the interface is not
+        self._s3.delete_object(Bucket=self._bucket, Key=self._key(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [o.key for o in self._iter(safe_key(prefix) + "/")]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys at a time
+            chunk = keys[start : start + 1000]
+            self._s3.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": self._key(k)} for k in chunk], "Quiet": True},
+            )
+        return len(keys)
+
+    def list(self, prefix: str = "", limit: int = 100) -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
+        for info in self._iter(prefix):
+            found.append(info)
+            if len(found) >= limit:
+                break
+        return found
+
+    def _iter(self, prefix: str) -> Iterator[ObjectInfo]:
+        if prefix and not prefix.endswith("/"):
+            safe_key(prefix)
+        elif prefix:
+            safe_key(prefix.rstrip("/"))
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket, Prefix=self._prefix + prefix
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(self._prefix) :]
+                yield ObjectInfo(key, obj["Size"], obj["LastModified"])
+
+
+def storage_from_settings(root: Path, url: str | None) -> Storage:
+    """`s3://bucket/prefix` (endpoint from AWS_ENDPOINT_URL) or the local store at `root`."""
+    if url:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"storage URL must be s3://bucket[/prefix], got {url!r}")
+        return S3Storage(parsed.netloc, parsed.path, os.environ.get("AWS_ENDPOINT_URL"))
+    return LocalStorage(root)

@@ -1,10 +1,24 @@
-"""The local object store: key safety, atomic writes, prefixes, and no escape via links."""
+"""Object storage: key safety, and one contract run against the local store and S3 (moto's
+in-process S3), plus the local store's refusal to follow links out of its root."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Iterator
 
-from state.storage import BadKey, LocalStorage, NotFound, safe_key, task_folder
+import boto3
+import pytest
+from moto import mock_aws
+
+from state.storage import (
+    BadKey,
+    LocalStorage,
+    NotFound,
+    S3Storage,
+    Storage,
+    safe_key,
+    storage_from_settings,
+    task_folder,
+)
 
 
 @pytest.mark.parametrize(
@@ -35,13 +49,29 @@ def test_safe_keys_pass(key):
     assert safe_key(key) == key
 
 
-def test_put_get_stat_list_delete(tmp_path):
-    store = LocalStorage(tmp_path / "s")
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path, monkeypatch) -> Iterator[Storage]:
+    if request.param == "local":
+        yield LocalStorage(tmp_path / "s")
+        return
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="media")
+        yield storage_from_settings(tmp_path, "s3://media/tenant-a")
+
+
+def test_put_get_stat_list_delete(store):
     info = store.put("generations/t1/result.png", b"abc")
     assert (info.key, info.size) == ("generations/t1/result.png", 3)
     store.put("generations/t2/result.png", b"de")
     store.put("uploads/acme/a.png", b"f")
     assert store.get("generations/t1/result.png") == b"abc"
+    assert store.stat("generations/t2/result.png").size == 2
     assert [i.key for i in store.list("generations/")] == [
         "generations/t1/result.png",
         "generations/t2/result.png",
@@ -51,13 +81,35 @@ def test_put_get_stat_list_delete(tmp_path):
     assert store.delete_prefix("generations/t1") == 1
     with pytest.raises(NotFound):
         store.get("generations/t1/result.png")
+    with pytest.raises(NotFound):
+        store.stat("generations/t1/result.png")
     store.delete("uploads/acme/a.png")
     with pytest.raises(NotFound):
         store.delete("uploads/acme/a.png")
-    assert not list((tmp_path / "s").rglob(".upload-*"))
+    for bad in ("../x", "/abs", "a//b"):
+        with pytest.raises(BadKey):
+            store.put(bad, b"no")
 
 
-def test_links_out_of_the_store_are_refused(tmp_path):
+def test_the_s3_prefix_isolates_and_cannot_be_escaped(tmp_path, monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket="media")
+        a, b = S3Storage("media", "a"), S3Storage("media", "b")
+        a.put("x/1.png", b"1")
+        assert b.list("") == [] and [i.key for i in a.list("")] == ["x/1.png"]
+        with pytest.raises(BadKey):
+            b.get("../a/x/1.png")
+    with pytest.raises(ValueError, match="s3://bucket"):
+        storage_from_settings(tmp_path, "http://media")
+
+
+def test_links_out_of_the_local_store_are_refused(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "x.png").write_bytes(b"secret")
@@ -70,6 +122,7 @@ def test_links_out_of_the_store_are_refused(tmp_path):
         store.put("generations/t/y.png", b"no")
     assert store.list("generations/") == []
     assert not (outside / "y.png").exists()
+    assert not list((tmp_path / "s").rglob(".upload-*"))
 
 
 def test_task_folders_follow_the_sartiq_layout():
