@@ -324,6 +324,7 @@ class RefineTaskPublic(_PublicBase):
     target_width: int | None = None
     target_height: int | None = None
     result_image_path: str | None = None
+    faces_detected: int | None = Field(None, description="Faces the face-detail stage re-rendered")
     fal_app_id: str | None = None
     fal_request_id: str | None = None
 

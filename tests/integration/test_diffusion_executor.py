@@ -3,6 +3,7 @@ calls, cancellation between steps, progress, and input validation."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import uuid
@@ -134,3 +135,42 @@ def test_a_lora_changes_the_output_and_is_removed_after(executor):
         executor(job(seed=1, subject_model_path="../tiny-sd/unet"), JobContext(never))
     with pytest.raises(ValueError, match="not a plain name"):
         executor(job(seed=1, base_model_path="/etc"), JobContext(never))
+
+
+def refine_job(**payload) -> InferenceJob:
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), "orange").save(buf, format="PNG")
+    body = {
+        "base_image_url": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+        "upscale_factor": 2,
+        **payload,
+    }
+    return InferenceJob(
+        job_id=uuid.uuid4(),
+        task_id=uuid.uuid4(),
+        task_type="REFINE",
+        payload_json=json.dumps(body),
+        enqueued_at=datetime.now(UTC),
+    )
+
+
+def test_face_detail_re_renders_only_the_detected_faces(executor, monkeypatch):
+    box = (40, 30, 48, 48)  # on the 192x128 upscale; with its 25% margin: 28..100, 18..90
+    plain = pixels(executor, executor(refine_job(), JobContext(never)))
+    monkeypatch.setattr(executor, "_faces", lambda image: [box])
+    result = executor(
+        refine_job(face_detail_enabled=True, face_detail_steps=4, face_detail_seed=1),
+        JobContext(never),
+    )
+    assert result["faces_detected"] == 1 and (result["width"], result["height"]) == (192, 128)
+    detailed = pixels(executor, result)
+    changed = np.argwhere(np.abs(detailed - plain).max(axis=2) > 0)
+    assert len(changed) > 100
+    (top, left), (bottom, right) = changed.min(axis=0), changed.max(axis=0)
+    assert 18 <= top and bottom < 90 and 28 <= left and right < 100
+
+
+def test_the_haar_detector_loads_and_finds_no_face_in_a_plain_image():
+    from gpu.faces import haar_faces
+
+    assert haar_faces(Image.new("RGB", (128, 128), "white")) == []
