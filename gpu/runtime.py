@@ -6,13 +6,14 @@ allows) and runs them. A job that takes an hour therefore never trips
 `max.poll.interval.ms`, and cancellations and rebalances are served meanwhile.
 
 Offsets: a job's offset is committed only after its reports were acknowledged by the broker
-(the producer is flushed after each run), and only up to the first unfinished job of each
-partition, so a crash loses nothing; the commit is synchronous right after the flush, which
-keeps the window in which a restarted worker could run a finished job again to that one
-round trip (the task processor drops such a duplicate's reports).
+(one producer flush covers the jobs run since the last, taken whenever the queue runs dry),
+and only up to the first unfinished job of each partition, so a crash loses nothing. Commits
+are synchronous, at most every 100 ms: that is the window in which a restarted worker could
+run a finished job again (the task processor drops such a duplicate's reports).
 
-Backpressure: the member pauses its partitions while `max_queued` jobs wait, so jobs stay
-in Kafka (where other members can take them) instead of piling up in one process.
+Backpressure: the member stops taking jobs while `max_queued` wait (and pauses its
+partitions if that lasts), so jobs stay in Kafka instead of piling up in memory. (Holding them locally deprives no other member:
+only this one owns their partitions; a rebalance drops the queued ones for the new owner.)
 Rebalance: jobs of revoked partitions that have not started are dropped (their new owner
 runs them); the one running finishes, and its offset is committed if still owned.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -39,6 +41,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+ACK_EVERY = 100  # jobs run before their reports must be acknowledged, under load
+ACK_AFTER_S = 0.05  # or this long
+COMMIT_EVERY_S = 0.1  # offsets are committed at most this often (always on revoke and stop)
+PAUSE_AFTER_S = 5.0  # a queue full this long pauses the partitions (see `_hold_back`)
 
 
 @dataclass
@@ -61,7 +67,7 @@ class JobConsumer:
         session_timeout_ms: int = 6000,
         fetch_wait_ms: int = 20,
         max_batch: int = 1,
-        max_queued: int = 8,
+        max_queued: int = 64,
     ) -> None:
         self.group_id = group_id
         self._topic = topic
@@ -88,6 +94,8 @@ class JobConsumer:
         self._next_commit: dict[TP, int] = {}  # highest offset seen + 1, per partition
         self._finished: list[Queued] = []
         self._paused = False
+        self._full_since: float | None = None
+        self._committed_at = 0.0
         self._failure: BaseException | None = None
         self.joined = threading.Event()
         self.handled = 0
@@ -110,10 +118,12 @@ class JobConsumer:
         worker.start()
         try:
             while not stop.is_set() and worker.is_alive():
-                for msg in next_batch(self._consumer, 100, 0.2):
-                    self._take(msg)
-                self._apply_backpressure()
-                self._commit_finished()
+                if self._hold_back():
+                    stop.wait(0.01)  # librdkafka keeps what it fetched meanwhile
+                else:
+                    for msg in next_batch(self._consumer, 100, 0.2):
+                        self._take(msg)
+                self._commit_finished(force=False)
         finally:
             stop.set()
             with self._cond:
@@ -150,19 +160,41 @@ class JobConsumer:
             self._queue.append(item)
             self._cond.notify()
 
-    def _apply_backpressure(self) -> None:
+    def _hold_back(self) -> bool:
+        """Whether to take no more jobs now: the queue is full.
+
+        A short stall just stops consuming (librdkafka buffers, and its own thresholds stop
+        the fetcher). Past `PAUSE_AFTER_S` the partitions are paused, so polling (which serves
+        rebalances and keeps `max.poll.interval.ms` happy) returns no jobs; pausing costs
+        about half a second of refetching on resume, hence not for short stalls.
+        """
         with self._cond:
             full = len(self._queue) >= self._max_queued
             owned = [TopicPartition(t, p) for t, p in self._unfinished]
-        if full and not self._paused and owned:
+        now = time.monotonic()
+        if not full:
+            self._full_since = None
+            if self._paused:
+                self._consumer.resume(owned)
+                self._paused = False
+            return False
+        if self._full_since is None:
+            self._full_since = now
+        if not self._paused and owned and now - self._full_since >= PAUSE_AFTER_S:
             self._consumer.pause(owned)
             self._paused = True
-        elif not full and self._paused:
-            self._consumer.resume(owned)
-            self._paused = False
+        if self._paused:
+            self._consumer.poll(0.2)  # paused: serves callbacks, yields no message
+            return True
+        return True
 
-    def _commit_finished(self, only: set[TP] | None = None) -> None:
-        """Commit, per partition, up to the first job not yet finished."""
+    def _commit_finished(self, only: set[TP] | None = None, force: bool = True) -> None:
+        """Commit, per partition, up to the first job not yet finished (unless `force`, at
+        most every `COMMIT_EVERY_S`)."""
+        now = time.monotonic()
+        if not force and now - self._committed_at < COMMIT_EVERY_S:
+            return
+        self._committed_at = now
         with self._cond:
             finished, self._finished = self._finished, []
             for item in finished:
@@ -199,10 +231,11 @@ class JobConsumer:
 
     # --- runner thread -----------------------------------------------------------------
 
-    def _next_jobs(self, stop: threading.Event) -> list[Queued]:
-        """The oldest queued job and up to `max_batch - 1` later ones with its batch key."""
+    def _next_jobs(self, stop: threading.Event, wait: bool = True) -> list[Queued]:
+        """The oldest queued job and up to `max_batch - 1` later ones with its batch key
+        (waiting for one only if `wait`)."""
         with self._cond:
-            while not self._queue and not stop.is_set():
+            while wait and not self._queue and not stop.is_set():
                 self._cond.wait(0.2)
             if not self._queue:
                 return []
@@ -218,17 +251,32 @@ class JobConsumer:
             return batch
 
     def _work(self, stop: threading.Event) -> None:
+        """Run jobs; hand them over for committing once their reports are acknowledged.
+
+        One flush (wait for acknowledgements) covers every job run since the last: taken as
+        soon as the queue runs dry, or after `ACK_EVERY` jobs or `ACK_AFTER_S` under load.
+        """
+        ran: list[Queued] = []
+        since = time.monotonic()
         try:
             while not stop.is_set():
-                batch = self._next_jobs(stop)
-                if not batch:
-                    continue
-                self._runner.run([item.job for item in batch])
-                self._producer.flush()  # reports acknowledged before the offsets commit
-                with self._cond:
-                    self._finished.extend(batch)
-                    self.handled += len(batch)
+                batch = self._next_jobs(stop, wait=not ran)
+                if batch:
+                    self._runner.run([item.job for item in batch])
+                    ran += batch
+                due = len(ran) >= ACK_EVERY or time.monotonic() - since >= ACK_AFTER_S
+                if ran and (not batch or due):
+                    self._acknowledge(ran)
+                    ran, since = [], time.monotonic()
+            if ran:
+                self._acknowledge(ran)
         except BaseException as exc:
             logger.exception("%s: runner failed", self.group_id)
             self._failure = exc
             stop.set()
+
+    def _acknowledge(self, ran: list[Queued]) -> None:
+        self._producer.flush()  # reports acknowledged before the offsets commit
+        with self._cond:
+            self._finished.extend(ran)
+            self.handled += len(ran)

@@ -290,7 +290,6 @@ def create_worker(
         if kind == WorkerKind.INFERENCE
         else settings.kafka_watch_fetch_wait_ms,
         max_batch=max_batch,
-        max_queued=2 * max_batch,
     )
     return MemberProcess(
         role=spec.role,

@@ -29,13 +29,20 @@ import faust
 from processors.task_counts import TaskFacts, count
 from processors.task_counts import created_event as _created
 from streams.producer import RecordProducer
-from streams.records import TaskCountsSnapshot
+from streams.records import (
+    TaskCountsSnapshot,
+    TaskCreatedEvent,
+    TaskDeleted,
+    TaskStatusEvent,
+)
 from streams.serde import AvroSerde, SerializationError
 from streams.topics import MONITORING_STATS, TASK_EVENTS
 
 logger = logging.getLogger(__name__)
 
 APP_ID = "taskstream-task-counts"
+#: The events that can change a task's facts; the rest of tasks.events is skipped undecoded.
+COUNTED = frozenset(t.avro_name for t in (TaskCreatedEvent, TaskStatusEvent, TaskDeleted))
 
 
 class CountTables:
@@ -118,6 +125,9 @@ class CountTables:
 
     async def _count_events(self, stream: faust.StreamT) -> None:
         async for event in stream.events():
+            name = self._serde.record_name(event.value)
+            if name is not None and name not in COUNTED:
+                continue  # outcomes, inference results, …: recognised by schema id, not decoded
             try:
                 record = self._serde.deserialize(event.value)
             except SerializationError as exc:  # the task processor wrote it; log, never block
