@@ -68,6 +68,7 @@ class JobConsumer:
         fetch_wait_ms: int = 20,
         max_batch: int = 1,
         max_queued: int = 64,
+        pause_after_s: float = PAUSE_AFTER_S,
     ) -> None:
         self.group_id = group_id
         self._topic = topic
@@ -76,6 +77,7 @@ class JobConsumer:
         self._producer = producer
         self._max_batch = max(1, max_batch)
         self._max_queued = max(self._max_batch, max_queued)
+        self._pause_after_s = pause_after_s
         self._consumer = Consumer(
             group_config(
                 bootstrap,
@@ -99,6 +101,7 @@ class JobConsumer:
         self._failure: BaseException | None = None
         self.joined = threading.Event()
         self.handled = 0
+        self.pauses = 0
 
     @property
     def assignment(self) -> list[str]:
@@ -164,7 +167,7 @@ class JobConsumer:
         """Whether to take no more jobs now: the queue is full.
 
         A short stall just stops consuming (librdkafka buffers, and its own thresholds stop
-        the fetcher). Past `PAUSE_AFTER_S` the partitions are paused, so polling (which serves
+        the fetcher). Past `pause_after_s` the partitions are paused, so polling (which serves
         rebalances and keeps `max.poll.interval.ms` happy) returns no jobs; pausing costs
         about half a second of refetching on resume, hence not for short stalls.
         """
@@ -180,12 +183,16 @@ class JobConsumer:
             return False
         if self._full_since is None:
             self._full_since = now
-        if not self._paused and owned and now - self._full_since >= PAUSE_AFTER_S:
+        if not self._paused and owned and now - self._full_since >= self._pause_after_s:
             self._consumer.pause(owned)
             self._paused = True
+            self.pauses += 1
         if self._paused:
-            self._consumer.poll(0.2)  # paused: serves callbacks, yields no message
-            return True
+            # serves callbacks; a partition assigned meanwhile may not be paused yet, so a
+            # message can still come: take it (the queue may run one over) rather than lose it
+            msg = self._consumer.poll(0.2)
+            if msg is not None:
+                self._take(msg)
         return True
 
     def _commit_finished(self, only: set[TP] | None = None, force: bool = True) -> None:

@@ -161,3 +161,43 @@ def test_jobs_run_off_the_poll_loop_in_batches_and_commit_after_their_reports(bo
     [committed] = probe.committed([TopicPartition(jobs.name, 0)], timeout=10)
     probe.close()
     assert committed.offset == len(queued)
+
+
+def test_a_long_stall_pauses_and_resumes_without_losing_or_repeating_a_job(bootstrap, db):
+    serde = AvroSerde(RegistryStore(db), load_catalog())
+    jobs, reports = fresh_topic(bootstrap, "jobs"), fresh_topic(bootstrap, "reports")
+    producer = RecordProducer(bootstrap, serde)
+    queued = [_prompted("slow"), *(_prompted(f"a{i}") for i in range(7))]
+    for job in queued:
+        producer.send(jobs, "same-key", job)
+    producer.flush()
+    executor = BatchingExecutor()
+    runner = JobRunner(
+        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports),
+        "w-1",
+        producer,
+        {"batching": executor},
+    )
+    group = f"test-{uuid.uuid4()}"
+    stop = threading.Event()
+    consumer = JobConsumer(
+        bootstrap, group, jobs, serde, runner, producer, max_queued=2, pause_after_s=0.2
+    )
+    thread = threading.Thread(target=consumer.run, args=(stop,))
+    thread.start()
+    messages = read_topic(bootstrap, reports.name, 2 * len(queued), timeout=60)
+    stop.set()
+    thread.join(30)
+    producer.close()
+
+    assert [p for call in executor.calls for p in call] == [
+        "slow",
+        *(f"a{i}" for i in range(7)),
+    ]  # each once, in order, although the slow job held the queue full past pause_after_s
+    assert consumer.pauses >= 1
+    done = [serde.deserialize(m.value()) for m in messages]
+    assert sum(r.status == TaskStatus.COMPLETED for r in done) == len(queued)
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    [committed] = probe.committed([TopicPartition(jobs.name, 0)], timeout=10)
+    probe.close()
+    assert committed.offset == len(queued)
