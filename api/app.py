@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from api.admin import routes as admin_routes
-from api.auth import TokenStore, new_token, token_from_header
+from api.auth import Principal, TokenStore, new_token, token_from_header
 from api.commands import CommandSender, OutcomeWaiter
 from api.health import health
 from api.heartbeats import HeartbeatMonitor
@@ -28,6 +28,7 @@ from api.keys import (
     REGISTRY_STORE,
     SERDE,
     SETTINGS,
+    SIGNER,
     STORAGE,
     SYNC_DB,
     TASK_COUNTS,
@@ -37,7 +38,9 @@ from api.keys import (
 from api.monitoring import routes as monitoring_routes
 from api.openapi import DOCS_PAGE, build_spec
 from api.schema_registry import create_registry_app
+from api.signing import UrlSigner
 from api.storage import routes as storage_routes
+from api.storage import signed_storage_read
 from api.task_queries import TaskReader
 from api.tasks import routes as task_routes
 from state.db import AsyncDatabase, Database
@@ -89,6 +92,9 @@ async def json_errors(request: web.Request, handler):
 async def authenticate(request: web.Request, handler):
     if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
+    if signed_storage_read(request):
+        request[PRINCIPAL] = Principal(role="signed-url", tenant=None)  # this path, read only
+        return await handler(request)
     token = token_from_header(request.headers.get("Authorization"))
     principal = await request.app[TOKENS].authenticate(token) if token else None
     if principal is None:
@@ -136,6 +142,10 @@ async def _tasks(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[TASK_READER] = TaskReader(app[DB])
     app[STORAGE] = storage_from_settings(settings.storage_root(), settings.storage_url)
+    app[SIGNER] = UrlSigner.for_settings(
+        settings.url_signing_key.get_secret_value() if settings.url_signing_key else None,
+        settings.admin_token.get_secret_value() if settings.admin_token else None,
+    )
     app[OUTCOMES] = await OutcomeWaiter(settings.require_database_url(), app[DB]).start()
     app[COMMANDS] = CommandSender(settings.require_bootstrap(), app[SERDE])
     yield

@@ -7,6 +7,7 @@ from aiohttp import web
 from api.auth import Principal, TokenStore
 from api.commands import CommandSender, OutcomeWaiter
 from api.heartbeats import HeartbeatMonitor
+from api.signing import UrlSigner
 from api.task_queries import TaskReader
 from state.db import AsyncDatabase, Database
 from state.registry_store import RegistryStore
@@ -30,4 +31,5 @@ TASK_READER = web.AppKey("task_reader", TaskReader)
 OPENAPI = web.AppKey("openapi", dict)
 TASK_COUNTS = web.AppKey("task_counts", LatestRecords)
 STORAGE = web.AppKey("storage", Storage)
+SIGNER = web.AppKey("signer", UrlSigner)
 PRINCIPAL = web.RequestKey("principal", Principal)  # request-scoped: the authenticated caller

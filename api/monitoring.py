@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from api.keys import TASK_COUNTS, TASK_READER
 from api.openapi import documented
-from api.storage import PREFIX as STORAGE_PREFIX
+from api.storage import signed_url
 from api.task_models import TaskType
 from api.task_queries import SORTABLE, TaskFilter, public
 from api.tasks import parse_query, read_task, require_admin, scope, task_id_of
@@ -242,7 +242,7 @@ MEDIA_INPUTS = (
 MEDIA_OUTPUTS = ("result_image_path", "refined_image_path", "result_video_path")
 
 
-def _media(name: str, value: Any, base: str) -> MediaItem | None:
+def _media(name: str, value: Any, request: web.Request) -> MediaItem | None:
     """A media item for a stored path or an http(s) URL; inline base64 has no URL."""
     if not isinstance(value, str) or not value:
         return None
@@ -254,23 +254,23 @@ def _media(name: str, value: Any, base: str) -> MediaItem | None:
         safe_key(value)
     except BadKey:
         return None
-    return MediaItem(media_type=kind, name=name, path=value, url=f"{base}{STORAGE_PREFIX}/{value}")
+    return MediaItem(media_type=kind, name=name, path=value, url=signed_url(request, value))
 
 
 @routes.get("/api/v1/monitoring/tasks/{task_id}/media")
 @documented("Get Task Media", "monitoring", response=TaskMediaResponse)
 async def get_task_media(request: web.Request) -> web.Response:
-    """Input and output media URLs for a task, usable directly in `<img>` or `<video>`."""
+    """Input and output media URLs for a task, usable directly in `<img>` or `<video>`:
+    signed storage URLs (an hour), or the http(s) URL an input came from."""
     task = public(await read_task(request, task_id_of(request)))
-    base = f"{request.scheme}://{request.host}"
     inputs: list[MediaItem] = []
     for name in MEDIA_INPUTS:
         values = task.get(name)
         for i, value in enumerate(values if isinstance(values, list) else [values]):
             label = f"{name.removesuffix('s')}_{i}" if isinstance(values, list) else name
-            if (item := _media(label, value, base)) is not None:
+            if (item := _media(label, value, request)) is not None:
                 inputs.append(item)
-    outputs = [m for n in MEDIA_OUTPUTS if (m := _media(n, task.get(n), base)) is not None]
+    outputs = [m for n in MEDIA_OUTPUTS if (m := _media(n, task.get(n), request)) is not None]
     inputs = list({(m.name, m.path): m for m in inputs}.values())  # aliases name one image twice
     body = TaskMediaResponse(task_id=task["id"], inputs=inputs, outputs=outputs)
     return web.json_response(body.model_dump(mode="json"))

@@ -4,6 +4,7 @@ Paths may contain slashes (`generations/{task_id}/result.png`). Every path passe
 `state.storage.safe_key` (no `..`, no absolute paths) and the local store refuses anything
 resolving outside its root, so traversal answers 400 (or 404 where it resolves to nothing).
 
+Signed URLs (`api.signing`) grant GET/HEAD of one path without a token, for `<img>` tags.
 Tenancy: an admin token reaches every object. A user token reaches the files of its own
 tenant's tasks (`<kind>/<task_id>/…`, read and delete) and its upload area
 `uploads/<tenant>/…` (read, write, delete); anything else is 404 to it, as other tenants'
@@ -21,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from api.keys import STORAGE, TASK_READER
+from api.keys import SIGNER, STORAGE, TASK_READER
 from api.openapi import documented
 from api.tasks import parse_query, scope
 from state.storage import KIND_FOLDERS, BadKey, NotFound, ObjectInfo, safe_key
@@ -46,6 +47,22 @@ class StoredImage(BaseModel):
 class StoredImageList(BaseModel):
     images: list[StoredImage]
     count: int
+
+
+def signed_storage_read(request: web.Request) -> bool:
+    """Whether `request` is a GET/HEAD of a storage path with a valid signature for it."""
+    if request.method not in ("GET", "HEAD") or not request.path.startswith(PREFIX + "/"):
+        return False
+    path = request.path[len(PREFIX) + 1 :]
+    return request.app[SIGNER].verify(
+        path, request.query.get("expires"), request.query.get("signature")
+    )
+
+
+def signed_url(request: web.Request, path: str) -> str:
+    """An absolute URL of stored `path` that a browser can load without a token."""
+    base = f"{request.scheme}://{request.host}"
+    return f"{base}{PREFIX}/{path}?{request.app[SIGNER].query(path)}"
 
 
 def _error(exc_type: type[web.HTTPException], detail: str) -> web.HTTPException:

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     storage_dir: Path | None = Field(
         None, description="Root of the local object store; <data dir>/storage when unset."
     )
+    url_signing_key: SecretStr | None = Field(
+        None, description="Key of signed storage URLs; derived from the admin token when unset."
+    )
     storage_url: str | None = Field(
         None, description="s3://bucket/prefix for S3-compatible storage (AWS_* variables apply)."
     )

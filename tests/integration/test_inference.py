@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -111,7 +112,14 @@ def test_image_to_image_from_a_stored_result(api):
     assert [(m["name"], m["path"]) for m in media["inputs"]] == [("reference_image", ref_path)]
     assert [(m["name"], m["media_type"]) for m in media["outputs"]] == [("result_image", "image")]
     url = media["outputs"][0]["url"]
-    assert url.startswith(api.url) and url.endswith(done["result_image_path"])
+    assert url.startswith(f"{api.url}/api/v1/storage/images/{done['result_image_path']}?")
+    # a browser loads it without a token; the signature covers that path only
+    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - loopback test server
+        assert resp.status == 200 and resp.read() == png(api, done["result_image_path"])
+    relative = url[len(api.url) :]
+    assert api.call_raw("GET", relative.replace("signature=", "signature=0"))[0] == 401
+    assert api.call_raw("GET", relative.replace(done["id"], ref["id"]))[0] == 401
+    assert api.call_raw("DELETE", relative)[0] == 401
 
 
 def test_bad_inputs_fail_at_once_with_a_validation_error(api):
