@@ -25,6 +25,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 import faust
+from faust.sensors.monitor import Monitor
 
 from processors.task_counts import TaskFacts, count
 from processors.task_counts import created_event as _created
@@ -43,6 +44,35 @@ logger = logging.getLogger(__name__)
 APP_ID = "taskstream-task-counts"
 #: The events that can change a task's facts; the rest of tasks.events is skipped undecoded.
 COUNTED = frozenset(t.avro_name for t in (TaskCreatedEvent, TaskStatusEvent, TaskDeleted))
+
+
+class _QuietMonitor(Monitor):
+    """faust's Monitor records every message, event, table access and send for its web
+    views and statistics, which this app does not serve: per-event bookkeeping dropped."""
+
+    def on_message_in(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def on_stream_event_in(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def on_stream_event_out(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def on_message_out(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def on_table_get(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def on_table_set(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def on_send_initiated(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def on_send_completed(self, *args: object, **kwargs: object) -> None:
+        pass
 
 
 class CountTables:
@@ -78,6 +108,7 @@ class CountTables:
             broker_session_timeout=session_timeout_ms / 1000,
             broker_heartbeat_interval=max(0.5, session_timeout_ms / 6000),
             consumer_auto_offset_reset="earliest",
+            monitor=_QuietMonitor(),
             # One changelog record per batch where the broker misreports watermarks (tansu),
             # or recovery would stop short of the last records (see Settings).
             **({"producer_max_batch_size": 1} if single_record_batches else {}),
