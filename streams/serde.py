@@ -84,23 +84,23 @@ class AvroSerde:
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise SerializationError(f"unknown magic byte {magic}; expected Confluent wire format")
-        name, writer = self._writer(schema_id)
+        name, writer, reader = self._writer(schema_id)
         model = RECORD_TYPES.get(name)
         if model is None:
             raise SerializationError(
                 f"record {name} (schema id {schema_id}) is not one taskstream reads"
             )
         try:
-            value = fastavro.schemaless_reader(
-                io.BytesIO(data[_HEADER.size :]), writer, self._catalog.parsed(name)
-            )
+            value = fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), writer, reader)
             return model.model_validate(value)
         except Exception as exc:  # fastavro raises a zoo of types on corrupt bodies
             raise SerializationError(
                 f"cannot decode {name} (schema id {schema_id}): {exc!r}"
             ) from exc
 
-    def _writer(self, schema_id: int) -> tuple[str, Any]:
+    def _writer(self, schema_id: int) -> tuple[str, Any, Any]:
+        """(record name, parsed writer schema, reader schema or None when they are equal:
+        fastavro would otherwise compare the two in depth on every read)."""
         with self._lock:
             if schema_id in self._writers:
                 return self._writers[schema_id]
@@ -110,7 +110,9 @@ class AvroSerde:
             raise SerializationError(f"unknown schema id {schema_id}: {exc}") from exc
         schema = json.loads(text)
         name = f"{schema.get('namespace', '')}.{schema['name']}".lstrip(".")
-        entry = (name, fastavro.parse_schema(schema))
+        writer = fastavro.parse_schema(schema)
+        reader = self._catalog.parsed(name) if name in self._catalog.names else None
+        entry = (name, writer, None if reader == writer else reader)
         with self._lock:
             self._writers[schema_id] = entry
         return entry
