@@ -134,13 +134,9 @@ class DiffusionExecutor:
             if ctx.should_stop():
                 outcomes[i] = JobCancelled(f"task {plan.job.task_id} was cancelled while rendering")
                 continue
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            key = f"{task_folder(plan.job.task_type, plan.job.task_id)}/result.png"
-            self._storage.put(key, buf.getvalue())
             outcomes[i] = {
                 "executor_type": "local",
-                "result_image_path": key,
+                "result_image_path": self._store(plan.job, "result", image),
                 "seed": plan.seed,
                 "width": image.width,
                 "height": image.height,
@@ -158,12 +154,7 @@ class DiffusionExecutor:
                 f"the local executor runs GENERATION, EDITING and REFINE, not {job.task_type}"
             )
         payload = json.loads(job.payload_json)
-        width = int(payload.get("width") or DEFAULT_SIZE)
-        height = int(payload.get("height") or DEFAULT_SIZE)
-        if width % 8 or height % 8:
-            raise ValueError(f"width and height must be multiples of 8, got {width}x{height}")
-        if width * height > self._max_pixels:
-            raise ValueError(f"{width}x{height} is over this worker's {self._max_pixels} pixels")
+        width, height = self._size(payload, (DEFAULT_SIZE, DEFAULT_SIZE))
         config = payload.get("config") or {}
         steps = int(config.get("num_inference_steps") or DEFAULT_STEPS)
         if not 1 <= steps <= MAX_STEPS:
