@@ -18,6 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -99,60 +100,77 @@ def byte_level_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {t: i for i, t in enumerate(dict.fromkeys(tokens))}, merges
 
 
-def build_tiny_pipeline(target: Path, seed: int = 0) -> Path:
-    """Write the small random-weight pipeline to `target` (idempotent); returns `target`."""
-    if (target / "model_index.json").is_file():
-        return target
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+def text_parts(hidden: int, positions: int) -> tuple[Any, Any]:
+    """A byte-level BPE `CLIPTokenizer` and a small 2-layer `CLIPTextModel` (random weights)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    logger.info("building the tiny pipeline in %s", target)
-    tmp = target.with_name(target.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
     vocab, merges = byte_level_vocab()
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-    torch.manual_seed(seed)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=positions)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=64,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
             num_hidden_layers=2,
             num_attention_heads=4,
-            max_position_embeddings=77,
+            max_position_embeddings=positions,
             bos_token_id=vocab["<|startoftext|>"],
             eos_token_id=vocab["<|endoftext|>"],
             pad_token_id=vocab["<|endoftext|>"],
         )
     )
-    unet = UNet2DConditionModel(
-        sample_size=32,
+    return tokenizer, text_encoder
+
+
+def small_unet(sample_size: int, cross_attention_dim: int, norm_groups: int) -> Any:
+    """A two-level (32, 64)-channel `UNet2DConditionModel` on 4-channel latents."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=sample_size,
         in_channels=4,
         out_channels=4,
         block_out_channels=(32, 64),
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
+        cross_attention_dim=cross_attention_dim,
         attention_head_dim=8,
-        norm_num_groups=8,
+        norm_num_groups=norm_groups,
     )
-    vae = AutoencoderKL(
+
+
+def small_vae(sample_size: int) -> Any:
+    """A (16, 32)-channel `AutoencoderKL`: RGB <-> 4-channel latents at half the size."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         block_out_channels=(16, 32),
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
         latent_channels=4,
+        layers_per_block=1,
         norm_num_groups=8,
-        sample_size=64,
+        sample_size=sample_size,
     )
+
+
+def build_tiny_pipeline(target: Path, seed: int = 0) -> Path:
+    """Write the small random-weight pipeline to `target` (idempotent); returns `target`."""
+    if (target / "model_index.json").is_file():
+        return target
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    logger.info("building the tiny pipeline in %s", target)
+    tmp = target.with_name(target.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer, text_encoder = text_parts(hidden=32, positions=77)
+    unet = small_unet(sample_size=32, cross_attention_dim=32, norm_groups=8)
+    vae = small_vae(sample_size=64)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

@@ -66,49 +66,13 @@ def _images(config: TrainConfig):
 
 
 def build(config: TrainConfig):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDPMScheduler
 
-    from gpu.models import byte_level_vocab
+    from gpu.models import small_unet, small_vae, text_parts
 
-    vocab, merges = byte_level_vocab()
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=config.text_positions)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=config.text_positions,
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        )
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=config.size,
-    )
-    unet = UNet2DConditionModel(
-        sample_size=config.size // 2,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=64,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
+    tokenizer, text_encoder = text_parts(hidden=64, positions=config.text_positions)
+    vae = small_vae(sample_size=config.size)
+    unet = small_unet(sample_size=config.size // 2, cross_attention_dim=64, norm_groups=16)
     noise = DDPMScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
     )
