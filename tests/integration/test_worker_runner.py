@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, TopicPartition
@@ -123,51 +124,20 @@ def _prompted(prompt: str) -> InferenceJob:
     return job.model_copy(update={"payload_json": json.dumps({"prompt": prompt})})
 
 
-def test_jobs_run_off_the_poll_loop_in_batches_and_commit_after_their_reports(bootstrap, db):
-    serde = AvroSerde(RegistryStore(db), load_catalog())
-    jobs = fresh_topic(bootstrap, "jobs")
-    reports = fresh_topic(bootstrap, "reports")
-    producer = RecordProducer(bootstrap, serde)
-    queued = [_prompted("slow"), *(_prompted(f"a{i}") for i in range(6))]
-    queued += [_prompted("b0"), _prompted("b1")]
-    for job in queued:
-        producer.send(jobs, "same-key", job)
-    producer.flush()
-    executor = BatchingExecutor()
-    runner = JobRunner(
-        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports),
-        "w-1",
-        producer,
-        {"batching": executor},
-    )
-    group = f"test-{uuid.uuid4()}"
-    stop = threading.Event()
-    consumer = JobConsumer(
-        bootstrap, group, jobs, serde, runner, producer, max_batch=4, max_queued=8
-    )
-    thread = threading.Thread(target=consumer.run, args=(stop,))
-    thread.start()
-    messages = read_topic(bootstrap, reports.name, 2 * len(queued), timeout=60)
-    stop.set()
-    thread.join(30)
-    producer.close()
-
-    assert executor.calls == [["slow"], ["a0", "a1", "a2", "a3"], ["a4", "a5"], ["b0", "b1"]]
-    completed = [serde.deserialize(m.value()) for m in messages]
-    completed = [r for r in completed if r.status == TaskStatus.COMPLETED]
-    assert sorted(str(r.task_id) for r in completed) == sorted(str(j.task_id) for j in queued)
-    # every job's offset was committed once its reports were acknowledged
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    [committed] = probe.committed([TopicPartition(jobs.name, 0)], timeout=10)
-    probe.close()
-    assert committed.offset == len(queued)
+@dataclass
+class Consumed:
+    executor: BatchingExecutor
+    consumer: JobConsumer
+    reports: list  # decoded WorkerReports
+    committed: int  # the group's committed offset on the job topic
 
 
-def test_a_long_stall_pauses_and_resumes_without_losing_or_repeating_a_job(bootstrap, db):
+def consume_jobs(bootstrap: str, db, queued: list[InferenceJob], **options) -> Consumed:
+    """Produce `queued` to a fresh one-partition job topic, run a JobConsumer with a
+    BatchingExecutor until every job is reported twice (EXECUTING, COMPLETED), then stop."""
     serde = AvroSerde(RegistryStore(db), load_catalog())
     jobs, reports = fresh_topic(bootstrap, "jobs"), fresh_topic(bootstrap, "reports")
     producer = RecordProducer(bootstrap, serde)
-    queued = [_prompted("slow"), *(_prompted(f"a{i}") for i in range(7))]
     for job in queued:
         producer.send(jobs, "same-key", job)
     producer.flush()
@@ -180,24 +150,40 @@ def test_a_long_stall_pauses_and_resumes_without_losing_or_repeating_a_job(boots
     )
     group = f"test-{uuid.uuid4()}"
     stop = threading.Event()
-    consumer = JobConsumer(
-        bootstrap, group, jobs, serde, runner, producer, max_queued=2, pause_after_s=0.2
-    )
+    consumer = JobConsumer(bootstrap, group, jobs, serde, runner, producer, **options)
     thread = threading.Thread(target=consumer.run, args=(stop,))
     thread.start()
     messages = read_topic(bootstrap, reports.name, 2 * len(queued), timeout=60)
     stop.set()
     thread.join(30)
     producer.close()
-
-    assert [p for call in executor.calls for p in call] == [
-        "slow",
-        *(f"a{i}" for i in range(7)),
-    ]  # each once, in order, although the slow job held the queue full past pause_after_s
-    assert consumer.pauses >= 1
-    done = [serde.deserialize(m.value()) for m in messages]
-    assert sum(r.status == TaskStatus.COMPLETED for r in done) == len(queued)
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     [committed] = probe.committed([TopicPartition(jobs.name, 0)], timeout=10)
     probe.close()
-    assert committed.offset == len(queued)
+    decoded = [serde.deserialize(m.value()) for m in messages]
+    return Consumed(executor, consumer, decoded, committed.offset)
+
+
+def test_jobs_run_off_the_poll_loop_in_batches_and_commit_after_their_reports(bootstrap, db):
+    queued = [_prompted("slow"), *(_prompted(f"a{i}") for i in range(6))]
+    queued += [_prompted("b0"), _prompted("b1")]
+    run = consume_jobs(bootstrap, db, queued, max_batch=4, max_queued=8)
+
+    assert run.executor.calls == [["slow"], ["a0", "a1", "a2", "a3"], ["a4", "a5"], ["b0", "b1"]]
+    completed = [r for r in run.reports if r.status == TaskStatus.COMPLETED]
+    assert sorted(str(r.task_id) for r in completed) == sorted(str(j.task_id) for j in queued)
+    # every job's offset was committed once its reports were acknowledged
+    assert run.committed == len(queued)
+
+
+def test_a_long_stall_pauses_and_resumes_without_losing_or_repeating_a_job(bootstrap, db):
+    queued = [_prompted("slow"), *(_prompted(f"a{i}") for i in range(7))]
+    run = consume_jobs(bootstrap, db, queued, max_queued=2, pause_after_s=0.2)
+
+    assert [p for call in run.executor.calls for p in call] == [
+        "slow",
+        *(f"a{i}" for i in range(7)),
+    ]  # each once, in order, although the slow job held the queue full past pause_after_s
+    assert run.consumer.pauses >= 1
+    assert sum(r.status == TaskStatus.COMPLETED for r in run.reports) == len(queued)
+    assert run.committed == len(queued)

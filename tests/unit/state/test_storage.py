@@ -49,17 +49,22 @@ def test_safe_keys_pass(key):
     assert safe_key(key) == key
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path, monkeypatch) -> Iterator[Storage]:
-    if request.param == "local":
-        yield LocalStorage(tmp_path / "s")
-        return
+def fake_aws_credentials(monkeypatch) -> None:
+    """moto serves any credentials, but boto3 wants some and a region."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path, monkeypatch) -> Iterator[Storage]:
+    if request.param == "local":
+        yield LocalStorage(tmp_path / "s")
+        return
+    fake_aws_credentials(monkeypatch)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket="media")
         yield storage_from_settings(tmp_path, "s3://media/tenant-a")
@@ -92,12 +97,7 @@ def test_put_get_stat_list_delete(store):
 
 
 def test_the_s3_prefix_isolates_and_cannot_be_escaped(tmp_path, monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+    fake_aws_credentials(monkeypatch)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket="media")
         a, b = S3Storage("media", "a"), S3Storage("media", "b")
