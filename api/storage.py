@@ -17,6 +17,7 @@ import asyncio
 import json
 import mimetypes
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -110,6 +111,14 @@ async def _may_access(request: web.Request, key: str, write: bool) -> bool:
     return await request.app[TASK_READER].get(task_id, tenant) is not None
 
 
+async def _existing(key: str, operation: Callable[[str], Any]) -> Any:
+    """`operation(key)` off the event loop; 404 when there is no object (or only a link out)."""
+    try:
+        return await asyncio.to_thread(operation, key)
+    except (NotFound, BadKey):
+        raise _error(web.HTTPNotFound, f"no image at {key}") from None
+
+
 @routes.get(PREFIX)
 @documented("List Images", "storage", query=ListImagesQuery, response=StoredImageList)
 async def list_images(request: web.Request) -> web.Response:
@@ -134,10 +143,7 @@ async def list_images(request: web.Request) -> web.Response:
 @documented("Get Image", "storage")
 async def get_image(request: web.Request) -> web.Response:
     key = await _key(request)
-    try:
-        data = await asyncio.to_thread(request.app[STORAGE].get, key)
-    except (NotFound, BadKey):
-        raise _error(web.HTTPNotFound, f"no image at {key}") from None
+    data = await _existing(key, request.app[STORAGE].get)
     return web.Response(body=data, content_type=content_type_of(key))
 
 
@@ -145,10 +151,7 @@ async def get_image(request: web.Request) -> web.Response:
 @documented("Check Image Exists", "storage")
 async def head_image(request: web.Request) -> web.Response:
     key = await _key(request)
-    try:
-        info = await asyncio.to_thread(request.app[STORAGE].stat, key)
-    except (NotFound, BadKey):
-        raise web.HTTPNotFound() from None
+    info = await _existing(key, request.app[STORAGE].stat)
     return web.Response(
         headers={"Content-Length": str(info.size), "Content-Type": content_type_of(key)}
     )
@@ -185,8 +188,5 @@ async def save_image(request: web.Request) -> web.Response:
 @documented("Delete Image", "storage")
 async def delete_image(request: web.Request) -> web.Response:
     key = await _key(request)
-    try:
-        await asyncio.to_thread(request.app[STORAGE].delete, key)
-    except (NotFound, BadKey):
-        raise _error(web.HTTPNotFound, f"no image at {key}") from None
+    await _existing(key, request.app[STORAGE].delete)
     return web.json_response({"deleted": key})
