@@ -35,6 +35,7 @@ from api.keys import (
     TASK_READER,
     TOKENS,
 )
+from api.loras import routes as lora_routes
 from api.monitoring import routes as monitoring_routes
 from api.openapi import DOCS_PAGE, build_spec
 from api.schema_registry import create_registry_app
@@ -43,6 +44,7 @@ from api.storage import routes as storage_routes
 from api.storage import signed_storage_read
 from api.task_queries import TaskReader
 from api.tasks import routes as task_routes
+from api.training import routes as training_routes
 from state.db import AsyncDatabase, Database
 from state.migrations import migrate
 from state.registry_store import RegistryStore
@@ -205,6 +207,8 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(monitoring_routes)
     app.add_routes(admin_routes)
     app.add_routes(storage_routes)
+    app.add_routes(lora_routes)
+    app.add_routes(training_routes)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs_page)
     app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)

@@ -19,7 +19,7 @@ from api.task_queries import SORTABLE, TaskFilter, public
 from api.tasks import parse_query, read_task, require_admin, scope, task_id_of
 from processors.task_counts import aggregate, scope_of
 from state.storage import BadKey, safe_key
-from streams.records import ErrorCategory, TaskStatus
+from streams.records import TRAINING_TASK_TYPE, ErrorCategory, TaskStatus
 
 routes = web.RouteTableDef()
 
@@ -164,6 +164,7 @@ async def list_monitored_tasks(request: web.Request) -> web.Response:
     f = TaskFilter(
         status=q.status,
         task_type=q.task_type,
+        exclude_task_type=TRAINING_TASK_TYPE,  # training tasks: /api/v1/training/
         provider_type=q.provider_type,
         origin_instance=q.origin_instance,
         origin_zone=q.origin_zone,

@@ -26,7 +26,8 @@ class TaskFilter:
     """Filters of GET /api/v1/tasks/; `tenant` is forced to the caller's for user tokens."""
 
     status: TaskStatus | None = None
-    task_type: TaskType | None = None
+    task_type: TaskType | str | None = None
+    exclude_task_type: str | None = None  # the tasks API hides TRAINING tasks (own routes)
     origin_instance: str | None = None
     origin_zone: str | None = None
     tenant: str | None = None
@@ -129,6 +130,9 @@ def _where(f: TaskFilter) -> tuple[sql.Composable, list[Any]]:
         if value is not None:
             conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(str(value))
+    if f.exclude_task_type is not None:
+        conditions.append(sql.SQL("task_type <> %s"))
+        params.append(f.exclude_task_type)
     if f.workflow_id is not None:
         conditions.append(sql.SQL("fields ->> 'workflow_id' = %s"))
         params.append(f.workflow_id)

@@ -38,6 +38,9 @@ from api.task_models import (
 from api.task_queries import TaskFilter, public
 from state.storage import task_folder
 from streams.records import (
+    TRAINING_TASK_TYPE as TRAINING,
+)
+from streams.records import (
     CancelTask,
     CleanupTask,
     CreateTask,
@@ -136,10 +139,12 @@ def not_found(task_id: uuid.UUID) -> web.HTTPNotFound:
 
 
 async def read_task(
-    request: web.Request, task_id: uuid.UUID, task_type: TaskType | None = None
+    request: web.Request, task_id: uuid.UUID, task_type: TaskType | str | None = None
 ) -> dict:
     row = await request.app[TASK_READER].get(task_id, scope(request))
-    if row is None or (task_type is not None and row["task_type"] != task_type):
+    if row is None or row["task_type"] != (task_type or row["task_type"]):
+        raise not_found(task_id)
+    if task_type is None and row["task_type"] == TRAINING:  # served by /api/v1/training/
         raise not_found(task_id)
     return row
 
@@ -176,7 +181,19 @@ async def execute(
     return early or web.json_response(public(await read_task(request, command.task_id, task_type)))
 
 
-def _head(request: web.Request, task_id: uuid.UUID) -> dict[str, Any]:
+def creating_tenant(request: web.Request, origin_tenant_id: str | None) -> str | None:
+    """The tenant a new task belongs to: the caller's (a user may not name another), or
+    for admins the body's `origin_tenant_id`."""
+    tenant = scope(request)
+    if tenant is not None and origin_tenant_id not in (None, tenant):
+        raise web.HTTPForbidden(
+            text=json.dumps({"detail": "cannot create tasks for another tenant"}),
+            content_type="application/json",
+        )
+    return tenant if tenant is not None else origin_tenant_id
+
+
+def command_head(request: web.Request, task_id: uuid.UUID) -> dict[str, Any]:
     return {
         "command_id": uuid.uuid4(),
         "task_id": task_id,
@@ -218,20 +235,14 @@ async def update_generation_task(request: web.Request) -> web.Response:
 async def cancel_generation_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     await read_task(request, task_id, TaskType.GENERATION)
-    return await execute(request, CancelTask(**_head(request, task_id)), TaskType.GENERATION)
+    return await execute(request, CancelTask(**command_head(request, task_id)), TaskType.GENERATION)
 
 
 @routes.post("/api/v1/tasks/")
 @documented("Create Task", "tasks", body=CREATE_BODY, response=TASK_PUBLIC)
 async def create_task(request: web.Request) -> web.Response:
     body = await parse_body(request, CREATE_BODY)
-    tenant = scope(request)
-    if tenant is not None and body.origin_tenant_id not in (None, tenant):
-        raise web.HTTPForbidden(
-            text=json.dumps({"detail": "cannot create tasks for another tenant"}),
-            content_type="application/json",
-        )
-    tenant = tenant if tenant is not None else body.origin_tenant_id
+    tenant = creating_tenant(request, body.origin_tenant_id)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise web.HTTPBadRequest(
@@ -243,7 +254,7 @@ async def create_task(request: web.Request) -> web.Response:
     payload = body.model_dump(mode="json", exclude_none=True)
     payload["origin_tenant_id"] = tenant
     command = CreateTask(
-        **{**_head(request, task_id), "tenant": tenant},
+        **{**command_head(request, task_id), "tenant": tenant},
         task_type=body.task_type.value,
         payload_json=json.dumps(payload, sort_keys=True, separators=(",", ":")),
         priority=body.priority,
@@ -281,7 +292,7 @@ async def update_task(request: web.Request) -> web.Response:
 async def delete_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     row = await read_task(request, task_id)
-    early = await settle(request, DeleteTask(**_head(request, task_id)))
+    early = await settle(request, DeleteTask(**command_head(request, task_id)))
     if early is not None:
         return early
     await _remove_files(request, row)
@@ -293,7 +304,7 @@ async def delete_task(request: web.Request) -> web.Response:
 async def cleanup_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     row = await read_task(request, task_id)
-    early = await settle(request, CleanupTask(**_head(request, task_id)))
+    early = await settle(request, CleanupTask(**command_head(request, task_id)))
     if early is not None:
         return early
     await _remove_files(request, row)
@@ -313,7 +324,7 @@ async def _remove_files(request: web.Request, row: dict) -> None:
 async def cancel_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     await read_task(request, task_id)
-    return await execute(request, CancelTask(**_head(request, task_id)))
+    return await execute(request, CancelTask(**command_head(request, task_id)))
 
 
 async def _update(
@@ -323,7 +334,7 @@ async def _update(
     if not changes:
         return web.json_response(public(await read_task(request, task_id, task_type)))
     command = UpdateTask(
-        **_head(request, task_id), changes_json=json.dumps(changes, sort_keys=True)
+        **command_head(request, task_id), changes_json=json.dumps(changes, sort_keys=True)
     )
     return await execute(request, command, task_type)
 
@@ -336,6 +347,7 @@ async def _list(request: web.Request, task_type: TaskType | None) -> web.Respons
     f = TaskFilter(
         status=q.status,
         task_type=task_type or q.task_type,
+        exclude_task_type=TRAINING,
         origin_instance=q.origin_instance,
         origin_zone=q.origin_zone,
         tenant=tenant if tenant is not None else q.origin_tenant_id,

@@ -1,9 +1,9 @@
 """Images per second through the whole system against the bare pipeline, same machine, same run.
 
-    .venv/bin/python bench/inference.py [--images 24] [--steps 10] [--size 64]
+    .venv/bin/python bench/inference.py [--images 24] [--steps 10] [--size 32]
 
 Starts `taskstream up` (everything embedded) in a temporary data dir, then measures:
-  bare    the pipeline the worker loads (from the stack's models dir), called in this
+  bare    the pipeline the worker loads (the built-in model), called in this
           process once per image with its own seed: images/s
   system  the same generations as GENERATION tasks posted over HTTP at once -> all COMPLETED
           (PNG stored) as seen through the API: images/s
@@ -33,11 +33,15 @@ from taskstream.stack import launch  # noqa: E402
 FLOOR = 0.90
 
 
-def bare(models: Path, n: int, steps: int, size: int) -> float:
+def bare(n: int, steps: int, size: int) -> float:
     import torch
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(models / "tiny-sd", local_files_only=True)
+    from gpu.models import BUILTIN_MODELS, DEFAULT_MODEL
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        BUILTIN_MODELS[DEFAULT_MODEL], local_files_only=True, use_safetensors=True
+    )
     pipe.set_progress_bar_config(disable=True)
     pipe("warm up", width=size, height=size, num_inference_steps=steps)
     started = time.perf_counter()
@@ -90,20 +94,21 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--size", type=int, default=64)
+    # the built-in model's own size: larger requests render at 32 and are upscaled
+    parser.add_argument("--size", type=int, default=32)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="taskstream-bench-") as tmp:
         proc, info = launch(Path(tmp))
         try:
             through = asyncio.run(system(info, args.images, args.steps, args.size))
-            alone = bare(Path(tmp) / "models", args.images, args.steps, args.size)
+            alone = bare(args.images, args.steps, args.size)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
     ratio = through / alone
     print(
         f"images={args.images} {args.size}x{args.size} steps={args.steps}"
-        f" (tiny pipeline, embedded stack, {os.cpu_count()} cores)"
+        f" (built-in model, embedded stack, {os.cpu_count()} cores)"
     )
     print(f"bare     pipeline call in one process     {alone:7.2f} images/s")
     print(

@@ -201,13 +201,20 @@ class JobRunner:
     def _context(self, job: Job) -> JobContext:
         last = [time.monotonic()]
 
-        def progress(percent: float) -> None:
+        def status(percent: float, details: dict | None = None, milestone: bool = False) -> None:
             now = time.monotonic()
-            if now - last[0] >= 1 / PROGRESS_PER_S:
+            if milestone or now - last[0] >= 1 / PROGRESS_PER_S:
                 last[0] = now
-                self._report(job, TaskStatus.EXECUTING, progress=max(0.0, min(99.0, percent)))
+                self._report(
+                    job,
+                    TaskStatus.EXECUTING,
+                    progress=max(0.0, min(99.0, percent)),
+                    result_json=json.dumps(details) if details else None,
+                )
 
-        return JobContext(should_stop=lambda: self._cancelled(job.task_id), progress=progress)
+        return JobContext(
+            should_stop=lambda: self._cancelled(job.task_id), progress=status, status=status
+        )
 
     def _report(self, job: Job, status: TaskStatus, **fields: object) -> None:
         report = WorkerReport(
@@ -235,24 +242,26 @@ def _call(executor: Executor, job: Job, ctx: JobContext) -> dict | BaseException
         return exc
 
 
-def local_executors(settings: Settings) -> dict[str, Executor]:
-    """The model-backed executors of an inference worker (the tiny pipeline is built into
-    the models dir on first start when it is the default and missing)."""
-    from gpu.executors.diffusion import DiffusionExecutor
+def local_executors(settings: Settings, kind: WorkerKind) -> dict[str, Executor]:
+    """The model-backed executor of an inference or training worker, as provider `local`."""
     from gpu.images import FetchPolicy
-    from gpu.models import DEFAULT_MODEL, ModelRegistry, build_tiny_pipeline
+    from gpu.models import ModelRegistry
     from state.storage import storage_from_settings
 
-    registry = ModelRegistry(settings.models_root(), default=settings.default_model)
-    if settings.default_model == DEFAULT_MODEL:
-        build_tiny_pipeline(settings.models_root() / DEFAULT_MODEL)
-    diffusion = DiffusionExecutor(
-        registry,
-        storage_from_settings(settings.storage_root(), settings.storage_url),
-        FetchPolicy(allow_private=settings.allow_private_image_urls),
-        max_pixels=settings.worker_max_pixels,
+    registry = ModelRegistry(
+        settings.models_root(), default=settings.default_model, strict=settings.strict_models
     )
-    return {"local": diffusion}
+    storage = storage_from_settings(settings.storage_root(), settings.storage_url)
+    fetch = FetchPolicy(allow_private=settings.allow_private_image_urls)
+    if kind == WorkerKind.TRAINING:
+        from gpu.training.executor import TrainingExecutor
+
+        return {"local": TrainingExecutor(registry, storage, fetch)}
+    from gpu.executors.diffusion import DiffusionExecutor
+
+    return {
+        "local": DiffusionExecutor(registry, storage, fetch, max_pixels=settings.worker_max_pixels)
+    }
 
 
 def create_worker(
@@ -260,9 +269,7 @@ def create_worker(
 ) -> MemberProcess:
     spec = SPECS[kind]
     if executors is None:
-        executors = DEFAULT_EXECUTORS
-        if kind == WorkerKind.INFERENCE:
-            executors = {**executors, **local_executors(settings)}
+        executors = {**DEFAULT_EXECUTORS, **local_executors(settings, kind)}
     bootstrap = settings.require_bootstrap()
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)

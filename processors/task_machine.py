@@ -11,6 +11,11 @@ consumers use to drop the duplicate.
     PENDING -> CANCELLED;  FAILED | CANCELLED -> PENDING (retry, retry_count + 1)
     a retryable failure goes back to PENDING until `MAX_RETRIES`, then to the fallback
     provider if the task names one, then FAILED.
+
+TRAINING tasks live the same life and go to the training consumer group as `TrainingJob`s.
+While EXECUTING, their worker reports carry details (phase, preprocessing stage and counts,
+step, ETA, logs) that are merged into the task's fields, and each report is announced as a
+`PreprocessingStatusEvent` or `TrainingStatusEvent` (F46, F47) after the `TaskStatusEvent`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from uuid import UUID
 
 from streams.records import (
+    TRAINING_TASK_TYPE,
     CancelTask,
     CleanupTask,
     CommandOutcome,
@@ -33,6 +39,7 @@ from streams.records import (
     EventType,
     InferenceJob,
     InferenceStatusEvent,
+    PreprocessingStatusEvent,
     Record,
     RetryTask,
     TaskCreatedEvent,
@@ -40,10 +47,13 @@ from streams.records import (
     TaskStatus,
     TaskStatusEvent,
     TaskUpdated,
+    TrainingJob,
+    TrainingStatusEvent,
     UpdateTask,
     WorkerReport,
 )
 
+TRAINING = TRAINING_TASK_TYPE
 MAX_RETRIES = 2  # automatic retries of retryable failures, before the fallback provider
 TERMINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.EXECUTING})
@@ -271,7 +281,12 @@ def _report(state: TaskState | None, report: WorkerReport, now: datetime) -> Dec
     if state is None or report.attempt != state.attempt or state.status in TERMINAL:
         return Decision(state)
     if report.status == TaskStatus.EXECUTING:
-        if state.status == TaskStatus.EXECUTING and report.progress == state.progress:
+        details = json.loads(report.result_json or "{}")
+        if (
+            state.status == TaskStatus.EXECUTING
+            and report.progress == state.progress
+            and not details
+        ):
             return Decision(state)
         new = _advance(
             state,
@@ -279,8 +294,9 @@ def _report(state: TaskState | None, report: WorkerReport, now: datetime) -> Dec
             status=TaskStatus.EXECUTING,
             started_at=state.started_at or report.timestamp,
             progress=max(state.progress, report.progress),
+            fields={**state.fields, **details},
         )
-        return Decision(new, (_status_event(new, now),))
+        return Decision(new, (_status_event(new, now), *_training_events(new, now, details)))
     if report.status == TaskStatus.COMPLETED:
         result = json.loads(report.result_json or "{}")
         new = _advance(
@@ -292,7 +308,7 @@ def _report(state: TaskState | None, report: WorkerReport, now: datetime) -> Dec
             completed_at=now,
             fields={**state.fields, **result},
         )
-        return Decision(new, (_status_event(new, now), _inference_event(new, now)))
+        return Decision(new, (_status_event(new, now), _result_event(new, now)))
     if report.status == TaskStatus.FAILED:
         return _failed(state, report, now)
     return Decision(state)
@@ -319,7 +335,7 @@ def _failed(state: TaskState, report: WorkerReport, now: datetime) -> Decision:
         error_message=report.error_message,
         error_category=report.error_category or ErrorCategory.UNKNOWN,
     )
-    return Decision(new, (_status_event(new, now), _inference_event(new, now)))
+    return Decision(new, (_status_event(new, now), _result_event(new, now)))
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -397,7 +413,70 @@ def _inference_event(state: TaskState, now: datetime) -> InferenceStatusEvent:
     )
 
 
-def _job(state: TaskState, now: datetime) -> InferenceJob:
+def _result_event(state: TaskState, now: datetime) -> Record:
+    """How a finished task's result is announced: by its training or inference event."""
+    if state.task_type != TRAINING:
+        return _inference_event(state, now)
+    if state.status == TaskStatus.FAILED and state.fields.get("phase", "PREPROCESSING") == (
+        "PREPROCESSING"
+    ):
+        return _preprocessing_event(state, now, "FAILED")
+    return _training_event(state, now, state.status.value)
+
+
+def _training_events(state: TaskState, now: datetime, details: dict) -> tuple[Record, ...]:
+    if state.task_type != TRAINING or not details:
+        return ()
+    if details.get("phase") == "PREPROCESSING":
+        return (_preprocessing_event(state, now, "PREPROCESSING"),)
+    if "preprocessing_completed_at" in details:  # the switch from preprocessing to training
+        return (
+            _preprocessing_event(state, now, "COMPLETED"),
+            _training_event(state, now, "TRAINING"),
+        )
+    return (_training_event(state, now, "TRAINING"),)
+
+
+def _preprocessing_event(state: TaskState, now: datetime, status: str) -> PreprocessingStatusEvent:
+    f = state.fields
+    done = status == "COMPLETED"
+    return PreprocessingStatusEvent(
+        **_envelope(state, now, EventType.PREPROCESSING_STATUS),
+        status=status,
+        current_stage=f.get("preprocessing_stage"),
+        progress=100.0 if done else state.progress,
+        processed_files_count=f.get("processed_files_count") or 0,
+        total_files_count=f.get("total_files_count") or len(f.get("source_images") or []),
+        processed_dataset_path=f.get("processed_dataset_path"),
+        error_message=state.error_message if status == "FAILED" else None,
+        completed_at=now if done else state.completed_at,
+    )
+
+
+def _training_event(state: TaskState, now: datetime, status: str) -> TrainingStatusEvent:
+    f = state.fields
+    return TrainingStatusEvent(
+        **_envelope(state, now, EventType.TRAINING_STATUS),
+        status=status,
+        progress=state.progress,
+        current_step=f.get("current_step") or 0,
+        total_steps=f.get("total_steps") or f.get("steps") or 0,
+        eta_seconds=f.get("eta_seconds"),
+        local_model_path=f.get("local_model_path"),
+        error_message=state.error_message,
+        completed_at=state.completed_at,
+    )
+
+
+def _job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:
+    if state.task_type == TRAINING:
+        return TrainingJob(
+            job_id=job_id(state.task_id, state.attempt),
+            task_id=state.task_id,
+            attempt=state.attempt,
+            payload_json=json.dumps(state.fields, sort_keys=True),
+            enqueued_at=now,
+        )
     return InferenceJob(
         job_id=job_id(state.task_id, state.attempt),
         task_id=state.task_id,

@@ -14,6 +14,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: The task type of training tasks (`/api/v1/training/`): same store and state machine as
+#: every task, their own jobs topic and consumer group.
+TRAINING_TASK_TYPE = "TRAINING"
+
 
 class EventType(StrEnum):
     UNKNOWN = "UNKNOWN"

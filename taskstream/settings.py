@@ -77,7 +77,13 @@ class Settings(BaseSettings):
         None, description="Pipelines and LoRAs by name; <data dir>/models when unset."
     )
     default_model: str = Field(
-        "tiny-sd", description="Model for tasks that name none; 'tiny-sd' is built on first start."
+        "shapes-32", description="Model for tasks that name none (built in: 'shapes-32')."
+    )
+    strict_models: bool = Field(
+        False, description="A task naming a model this worker lacks fails, not uses the default."
+    )
+    lora_max_bytes: int = Field(
+        500 * 1024 * 1024, gt=0, description="Largest LoRA file an upload may store."
     )
     allow_private_image_urls: bool = Field(
         False, description="Let tasks fetch input images from private or loopback addresses."

@@ -27,6 +27,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (15, 15, 15),
 }
 SHAPES = ("circle", "square", "triangle")
+#: Every word a caption uses; the trained tokenizer makes each one a single token.
+CAPTION_WORDS = ("a", "on", "background", *COLOURS, *SHAPES)
 SUPERSAMPLE = 4
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from gpu.executors import JobCancelled, JobContext
 from gpu.faces import FaceDetector, haar_faces
 from gpu.images import FetchPolicy, load_image
-from gpu.models import ModelRegistry
+from gpu.models import ModelRegistry, render_size
 from state.storage import Storage, task_folder
 from streams.records import InferenceJob, TrainingJob
 
@@ -235,14 +235,19 @@ class DiffusionExecutor:
         ctx: JobContext,
         guidance: float = DEFAULT_GUIDANCE,
     ) -> Any:
-        """One image-to-image pass on `image` (whose size is a multiple of 8)."""
+        """One image-to-image pass on `image` (whose size is a multiple of 8), at the model's
+        render size (`render_size`) and back."""
         import torch
+        from PIL import Image as PILImage
 
         if not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"steps must be 1 to {MAX_STEPS}")
         strength = min(1.0, max(strength, 1.0 / steps))  # at least one denoising step
         total = max(1, int(steps * strength))
-        pipeline = self._pipeline(self._registry.pipeline_dir(model or job.model), "img2img")
+        model_dir = self._registry.pipeline_dir(model or job.model)
+        pipeline = self._pipeline(model_dir, "img2img")
+        size = image.size
+        work = render_size(model_dir, *size)
 
         def on_step(pipe: Any, step: int, timestep: Any, tensors: dict) -> dict:
             if ctx.should_stop():
@@ -253,7 +258,7 @@ class DiffusionExecutor:
         with torch.inference_mode():
             result = pipeline(
                 prompt=prompt,
-                image=image,
+                image=image.resize(work, PILImage.Resampling.LANCZOS),
                 strength=strength,
                 num_inference_steps=steps,
                 guidance_scale=guidance,
@@ -262,14 +267,14 @@ class DiffusionExecutor:
             ).images[0]
         if ctx.should_stop():
             raise JobCancelled(f"task {job.task_id} was cancelled during denoising")
-        return result
+        return result.resize(size, PILImage.Resampling.LANCZOS) if work != size else result
 
     # --- EDITING -----------------------------------------------------------------------
 
     def _edit(self, job: InferenceJob, payload: dict, ctx: JobContext) -> dict:
         """Edit `base_image` toward `prompt`, conditioned on `reference_images`.
 
-        The tiny pipeline has no image encoder, so references condition the edit through
+        The built-in model has no image encoder, so references condition the edit through
         the starting point: their mean is blended into the base image with weight
         `config.reference_weight` (default 0.3) before an image-to-image pass of strength
         `config.strength` (default 0.6). The deprecated `base_image_data`/`base_image_url`
@@ -419,10 +424,14 @@ class DiffusionExecutor:
         return out, len(boxes)
 
     def _render(self, plans: list[_Plan], contexts: list[JobContext]) -> list[Any]:
-        """Run one pipeline call for `plans` (all alike but for prompt and seed)."""
+        """Run one pipeline call for `plans` (all alike but for prompt and seed), at the
+        model's render size (`render_size`), upscaling the images to the request after."""
         import torch
+        from PIL import Image as PILImage
 
         first = plans[0]
+        size = (first.width, first.height)
+        work = render_size(first.model_dir, *size)
         kwargs: dict[str, Any] = {
             "prompt": [p.prompt for p in plans],
             "num_inference_steps": first.steps,
@@ -437,11 +446,14 @@ class DiffusionExecutor:
             image = load_image(first.reference, self._storage, self._fetch)
             # at least one denoising step, or diffusers refuses the call
             strength = max(first.strength, 1.0 / first.steps)
-            kwargs |= {"image": image.resize((first.width, first.height)), "strength": strength}
+            kwargs |= {
+                "image": image.resize(work, PILImage.Resampling.LANCZOS),
+                "strength": strength,
+            }
             pipeline = self._pipeline(first.model_dir, "img2img")
             total = max(1, int(first.steps * strength))
         else:
-            kwargs |= {"width": first.width, "height": first.height}
+            kwargs |= {"width": work[0], "height": work[1]}
             pipeline = self._pipeline(first.model_dir, "txt2img")
             total = first.steps
 
@@ -453,7 +465,10 @@ class DiffusionExecutor:
             return tensors
 
         with self._loras_attached(pipeline, first.loras), torch.inference_mode():
-            return pipeline(**kwargs, callback_on_step_end=on_step).images
+            images = pipeline(**kwargs, callback_on_step_end=on_step).images
+        if work == size:
+            return images
+        return [image.resize(size, PILImage.Resampling.LANCZOS) for image in images]
 
     # --- pipelines ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,3 +205,26 @@ def wait_status(
             assert body["status"] in wanted, body
             return body
         time.sleep(0.1)
+
+
+def multipart(
+    files: dict[str, tuple[str, bytes]] | None = None, **fields: str
+) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body with `files` ({part: (filename, bytes)}) and text `fields`;
+    returns (body, headers)."""
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    for name, (filename, data) in (files or {}).items():
+        parts.append(
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}";'
+                f' filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}

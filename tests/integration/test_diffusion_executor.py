@@ -1,4 +1,4 @@
-"""The diffusion executor on the built-in pipeline, without brokers: batches against single
+"""The diffusion executor on the built-in model, without brokers: batches against single
 calls, cancellation between steps, progress, and input validation."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 
 from gpu.executors import JobCancelled, JobContext
 from gpu.executors.diffusion import DiffusionExecutor
-from gpu.models import ModelRegistry, build_tiny_pipeline
+from gpu.models import BUILTIN_MODELS, DEFAULT_MODEL, ModelRegistry
 from state.storage import LocalStorage
 from streams.records import InferenceJob
 from tests.integration.conftest import DIRS
@@ -23,7 +23,6 @@ from tests.integration.conftest import DIRS
 
 @pytest.fixture(scope="module")
 def executor(tmp_path_factory) -> DiffusionExecutor:
-    build_tiny_pipeline(DIRS["models"] / "tiny-sd")
     return DiffusionExecutor(
         ModelRegistry(DIRS["models"]), LocalStorage(tmp_path_factory.mktemp("storage"))
     )
@@ -93,7 +92,7 @@ def write_lora(models, name: str) -> None:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    unet = UNet2DConditionModel.from_pretrained(models / "tiny-sd" / "unet")
+    unet = UNet2DConditionModel.from_pretrained(BUILTIN_MODELS[DEFAULT_MODEL] / "unet")
     torch.manual_seed(0)
     unet.add_adapter(
         LoraConfig(
@@ -174,3 +173,27 @@ def test_the_haar_detector_loads_and_finds_no_face_in_a_plain_image():
     from gpu.faces import haar_faces
 
     assert haar_faces(Image.new("RGB", (128, 128), "white")) == []
+
+
+def test_model_names_it_lacks_render_with_the_default_model_unless_strict(executor):
+    plain = pixels(executor, executor(job(seed=3), JobContext(never)))
+    for name in ("black-forest-labs/FLUX.1-dev", "sdxl-base"):
+        other = executor(job(seed=3, base_model_path=name), JobContext(never))
+        assert (pixels(executor, other) == plain).all(), name
+    strict = DiffusionExecutor(ModelRegistry(DIRS["models"], strict=True), executor._storage)
+    with pytest.raises(ValueError, match="no model 'sdxl-base'"):
+        strict(job(seed=3, base_model_path="sdxl-base"), JobContext(never))
+
+
+def test_requests_above_the_models_size_render_at_its_size_and_are_upscaled(executor):
+    small = Image.open(
+        io.BytesIO(
+            executor._storage.get(
+                executor(job(seed=4, width=32, height=32), JobContext(never))["result_image_path"]
+            )
+        )
+    )
+    large = pixels(executor, executor(job(seed=4, width=96, height=96), JobContext(never)))
+    assert large.shape == (96, 96, 3)
+    expected = np.asarray(small.resize((96, 96), Image.Resampling.LANCZOS), dtype=np.int16)
+    assert np.abs(large - expected).max() <= 1

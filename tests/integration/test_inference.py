@@ -9,19 +9,29 @@ import io
 import json
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from gpu.base_model.quality import judge
+from gpu.base_model.shapes import Sample, render
 from streams.records import InferenceStatusEvent
 from streams.registry import HttpSchemaRegistry
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
 from tests.conftest import new_database
-from tests.integration.conftest import run_members, serve_api, settings_for, wait_status
+from tests.integration.conftest import (
+    multipart,
+    run_members,
+    serve_api,
+    settings_for,
+    wait_status,
+)
 from tests.integration.kafka_helpers import read_topic
+
+#: Enough denoising steps, at the guidance the quality check uses, for a clean image.
+SHARP = {"num_inference_steps": 20, "guidance_scale": 4.0}
 
 
 @pytest.fixture(scope="module")
@@ -158,28 +168,17 @@ def test_storage_routes_upload_read_list_delete_with_tenancy(api):
     ]
     image = io.BytesIO()
     Image.new("RGB", (16, 8), "blue").save(image, format="PNG")
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + image.getvalue()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    multipart = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    body, form = multipart({"file": ("a.png", image.getvalue())})
     path = "/api/v1/storage/images/uploads/acme/refs/a.png"
 
-    status, _, created = api.call_raw("POST", path, body, acme, multipart)
+    status, _, created = api.call_raw("POST", path, body, acme, form)
     assert status == 201, created
     assert (
-        api.call_raw("POST", "/api/v1/storage/images/uploads/globex/a.png", body, acme, multipart)[
-            0
-        ]
+        api.call_raw("POST", "/api/v1/storage/images/uploads/globex/a.png", body, acme, form)[0]
         == 404
     )
     assert (
-        api.call_raw("POST", "/api/v1/storage/images/generations/x/a.png", body, acme, multipart)[0]
+        api.call_raw("POST", "/api/v1/storage/images/generations/x/a.png", body, acme, form)[0]
         == 404
     )
     assert png(api, "uploads/acme/refs/a.png", acme) == image.getvalue()
@@ -371,3 +370,92 @@ def test_a_transient_failure_is_retried_with_backoff_then_the_fallback_runs(api)
     assert png(api, done["result_image_path"])
     # attempts 2, 3 and 4 waited 0.5, 1 and 2 s after being enqueued
     assert time.monotonic() - started >= 3.5
+
+
+# --- meaning, on the built-in trained model ------------------------------------------------
+
+
+def shape_image(colour: str, shape: str, background: str, size: int = 64) -> str:
+    """A data URL of the dataset's own render of that shape (centred)."""
+    image = render(Sample(shape, colour, background), size)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def verdict_of(api, created: dict) -> tuple:
+    done = wait_status(api, created["id"], {"COMPLETED", "FAILED"}, timeout=120)
+    assert done["status"] == "COMPLETED", done
+    verdict = judge(Image.open(io.BytesIO(png(api, done["result_image_path"]))))
+    return verdict.colour, verdict.shape, verdict.background
+
+
+def test_generation_draws_what_the_prompt_says(api):
+    prompt = "a blue square on a yellow background"
+    verdicts = [
+        verdict_of(api, generate(api, prompt=prompt, width=64, height=64, seed=seed, config=SHARP))
+        for seed in range(1, 5)
+    ]
+    assert verdicts.count(("blue", "square", "yellow")) >= 3, verdicts
+
+
+def test_image_to_image_keeps_the_reference_at_low_strength_and_follows_the_prompt_at_high(api):
+    reference = shape_image("red", "circle", "white")
+    prompt = "a blue square on a yellow background"
+    low, high = (
+        [
+            verdict_of(
+                api,
+                generate(
+                    api,
+                    prompt=prompt,
+                    reference_image_url=reference,
+                    reference_image_strength=strength,
+                    width=64,
+                    height=64,
+                    seed=seed,
+                    config=SHARP,
+                ),
+            )
+            for seed in (1, 2, 3)
+        ]
+        for strength in (15, 95)
+    )
+    assert all(v[0] == "red" and v[2] == "white" for v in low), low
+    assert sum(v[0] == "blue" and v[2] == "yellow" for v in high) >= 2, high
+
+
+def test_editing_moves_the_base_image_toward_the_prompt(api):
+    def edit(strength: float, seed: int) -> tuple:
+        status, created = api.call(
+            "POST",
+            "/api/v1/tasks/",
+            {
+                "task_type": "EDITING",
+                "prompt": "a red circle on a green background",
+                "base_image": shape_image("red", "circle", "white"),
+                "seed": seed,
+                "config": {**SHARP, "strength": strength},
+            },
+            api.admin_token,
+        )
+        assert status == 200, created
+        return verdict_of(api, created)
+
+    gentle = [edit(0.15, seed) for seed in (1, 2, 3)]
+    strong = [edit(0.9, seed) for seed in (1, 2, 3)]
+    assert all(v == ("red", "circle", "white") for v in gentle), gentle
+    assert sum(v[0] == "red" and v[2] == "green" for v in strong) >= 2, strong
+
+
+def test_refine_with_diffusion_keeps_what_the_image_shows(api):
+    status, created = refine(
+        api,
+        base_image_url=shape_image("green", "triangle", "black", 32),
+        upscale_factor=2,
+        upscale_steps=20,
+        upscale_denoise=0.3,
+        upscale_prompt="a green triangle on a black background",
+    )
+    assert status == 200, created
+    assert verdict_of(api, created) == ("green", "triangle", "black")

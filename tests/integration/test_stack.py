@@ -16,6 +16,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from gpu.base_model.quality import judge
 from taskstream.stack import launch
 
 pytestmark = pytest.mark.slow
@@ -99,10 +100,21 @@ def test_up_is_healthy_writes_stack_json_and_stops_cleanly_on_sigterm(stack):
     names = {psutil.Process(p).name() for p in family if _alive(p)}
     assert any(n.startswith("tansu") for n in names) and "postgres" in names, names
     assert len(family) >= 7, "supervisor, broker, postgres, api, processors and two workers"
-    # a fresh data dir makes real PNGs: the worker built the tiny pipeline on first start
-    assert (stack_file.parent / "models" / "tiny-sd" / "model_index.json").is_file()
-    png = _generate(info, {"prompt": "a red circle", "width": 32, "height": 24, "seed": 1})
-    assert Image.open(io.BytesIO(png)).size == (32, 24)
+    # a fresh data dir draws real pictures with the built-in model, at any requested size
+    png = _generate(
+        info,
+        {
+            "prompt": "a blue square on a yellow background",
+            "width": 256,
+            "height": 256,
+            "seed": 2,
+            "config": {"num_inference_steps": 20, "guidance_scale": 4.0},
+        },
+    )
+    image = Image.open(io.BytesIO(png))
+    assert image.size == (256, 256)
+    verdict = judge(image)
+    assert (verdict.colour, verdict.shape, verdict.background) == ("blue", "square", "yellow")
 
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)

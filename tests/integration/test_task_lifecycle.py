@@ -323,6 +323,12 @@ def test_openapi_is_generated_for_every_route_and_docs_render(running_api):
         "/api/v1/monitoring/tasks": {"get"},
         "/api/v1/monitoring/tasks/{task_id}": {"get"},
         "/api/v1/admin/tokens": {"post"},
+        "/api/v1/training/": {"get", "post"},
+        "/api/v1/training/{task_id}": {"get"},
+        "/api/v1/training/{task_id}/cancel": {"post"},
+        "/api/v1/lora/upload": {"post"},
+        "/api/v1/admin/lora/upload": {"post"},
+        "/api/v1/admin/lora": {"delete"},
         "/health": {"get"},
     }
     for path, methods in expected.items():

@@ -256,3 +256,85 @@ def test_idempotent_create_returns_the_original_and_refuses_a_different_body():
 def test_replayed_messages_produce_the_same_ids():
     cmd = create()
     assert handle(None, cmd, T0).jobs[0].job_id == handle(None, cmd, at(5)).jobs[0].job_id
+
+
+def test_a_training_task_goes_to_the_training_jobs_and_reports_its_phases():
+    from streams.records import PreprocessingStatusEvent, TrainingJob, TrainingStatusEvent
+
+    d = handle(None, create({"trigger_word": "sks", "steps": 3}, task_type="TRAINING"), T0)
+    [job] = d.jobs
+    assert isinstance(job, TrainingJob) and json.loads(job.payload_json)["trigger_word"] == "sks"
+    state = d.state
+
+    def step(details: dict, progress: float, t: float):
+        nonlocal state
+        d = handle(
+            state,
+            report(state, TaskStatus.EXECUTING, progress=progress, result_json=json.dumps(details)),
+            at(t),
+        )
+        state = d.state
+        return d.events
+
+    pre = {"phase": "PREPROCESSING", "preprocessing_stage": "downloading"}
+    status, preprocessing = step({**pre, "processed_files_count": 1, "total_files_count": 2}, 2, 1)
+    assert isinstance(status, TaskStatusEvent) and isinstance(
+        preprocessing, PreprocessingStatusEvent
+    )
+    assert (preprocessing.status, preprocessing.current_stage) == ("PREPROCESSING", "downloading")
+    assert (preprocessing.processed_files_count, preprocessing.total_files_count) == (1, 2)
+    # the same progress with new details is still news (a new stage at the same percent)
+    _, again = step({**pre, "preprocessing_stage": "validating"}, 2, 1.5)
+    assert again.current_stage == "validating"
+    switch = {"phase": "TRAINING", "current_step": 0, "total_steps": 3}
+    _, done_pre, first = step(
+        {
+            **switch,
+            "processed_dataset_path": "trainings/x/dataset",
+            "preprocessing_completed_at": "t",
+        },
+        5,
+        2,
+    )
+    assert (done_pre.status, done_pre.processed_dataset_path) == (
+        "COMPLETED",
+        "trainings/x/dataset",
+    )
+    assert isinstance(first, TrainingStatusEvent) and (first.status, first.current_step) == (
+        "TRAINING",
+        0,
+    )
+    _, training = step({"phase": "TRAINING", "current_step": 2, "eta_seconds": 4}, 60, 3)
+    assert (training.current_step, training.total_steps, training.eta_seconds) == (2, 3, 4)
+    assert state.fields["current_step"] == 2 and state.fields["trigger_word"] == "sks"
+    d = handle(
+        state,
+        report(
+            state,
+            TaskStatus.COMPLETED,
+            result_json='{"local_model_path": "trainings/x.safetensors"}',
+        ),
+        at(4),
+    )
+    final = d.events[-1]
+    assert isinstance(final, TrainingStatusEvent) and final.status == "COMPLETED"
+    assert final.local_model_path == "trainings/x.safetensors" and final.completed_at == at(4)
+
+
+def test_a_training_failing_in_preprocessing_says_so():
+    from streams.records import PreprocessingStatusEvent
+
+    state = handle(None, create({"trigger_word": "sks"}, task_type="TRAINING"), T0).state
+    d = handle(
+        state,
+        report(
+            state,
+            TaskStatus.FAILED,
+            error_message="source_images[0]: not a decodable image",
+            error_category=ErrorCategory.VALIDATION,
+        ),
+        at(1),
+    )
+    failed = d.events[-1]
+    assert isinstance(failed, PreprocessingStatusEvent) and failed.status == "FAILED"
+    assert failed.error_message == "source_images[0]: not a decodable image"

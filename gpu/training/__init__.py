@@ -1,0 +1,1 @@
+"""Training jobs: preprocessing of source images and LoRA / full fine-tuning."""
