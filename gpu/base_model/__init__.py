@@ -1,3 +1,3 @@
-"""The small base model the embedded stack generates with (issue 5): a procedurally generated
-captioned dataset of coloured shapes, and the classical checks that grade what a model makes
-of their captions. Training builds on these."""
+"""The built-in base model, `shapes-32` (ADR 8): its procedurally generated, captioned dataset
+of coloured shapes (`shapes`), its trainer (`train`), the classical checks that grade what it
+draws (`quality`), and the weights themselves (`shapes-32/`)."""

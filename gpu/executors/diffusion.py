@@ -1,5 +1,8 @@
 """The local diffusion executor: GENERATION, EDITING and REFINE on diffusers pipelines.
 
+Every task may name its pipeline in `config.base_model_path` (a model registry name, e.g. a
+FULL training's `local_model_path`); the default model otherwise.
+
 GENERATION: text-to-image with `prompt`, `width`, `height`, `seed`,
 `config.num_inference_steps` and `config.guidance_scale`; image-to-image when
 `reference_image_url` or `reference_image_data` is given, with `reference_image_strength`
@@ -62,6 +65,12 @@ class _Plan:
 
 
 _PENDING: Any = object()
+
+
+def model_name(payload: dict) -> str | None:
+    """The pipeline a task asks for: `config.base_model_path` (the seed's task bodies have
+    no model field; their `config` is the flexible place), or None for the default."""
+    return (payload.get("config") or {}).get("base_model_path") or payload.get("base_model_path")
 
 
 class DiffusionExecutor:
@@ -169,7 +178,7 @@ class DiffusionExecutor:
             steps=steps,
             guidance=guidance,
             seed=int(seed),
-            model_dir=self._registry.pipeline_dir(payload.get("base_model_path") or job.model),
+            model_dir=self._registry.pipeline_dir(model_name(payload) or job.model),
             reference=payload.get("reference_image_url") or payload.get("reference_image_data"),
             strength=float(payload.get("reference_image_strength", 50.0)) / 100,
             loras=self._lora_set(payload),
@@ -314,7 +323,7 @@ class DiffusionExecutor:
         seed = _seed(payload.get("seed"))
         result = self._img2img(
             job,
-            payload.get("base_model_path"),
+            model_name(payload),
             start,
             payload["prompt"],
             int(config.get("num_inference_steps") or DEFAULT_STEPS),
@@ -365,7 +374,7 @@ class DiffusionExecutor:
             work = result.resize((max(8, width // 8 * 8), max(8, height // 8 * 8)))
             work = self._img2img(
                 job,
-                payload.get("base_model_path"),
+                model_name(payload),
                 work,
                 payload.get("upscale_prompt") or "",
                 int(payload.get("upscale_steps") or DEFAULT_STEPS),
@@ -407,7 +416,7 @@ class DiffusionExecutor:
             side = min(512, max(64, max(crop.size) // 8 * 8))  # the pipeline's sizes: x8
             work = self._img2img(
                 job,
-                payload.get("base_model_path"),
+                model_name(payload),
                 crop.resize((side, side), PILImage.Resampling.LANCZOS),
                 payload.get("face_detail_prompt") or "a detailed face",
                 int(payload.get("face_detail_steps") or DEFAULT_STEPS),

@@ -9,7 +9,8 @@ steps are throttled by the runner.
 Where things go (the model registry's folders, so results are usable at once):
 - LoRA: `<models>/loras/trainings/<task id>.safetensors`, named
   `trainings/<task id>.safetensors` in `local_model_path` (a `*_model_path` value);
-- FULL: the pipeline directory `<models>/trained-<task id>` (a `base_model_path` value);
+- FULL: the pipeline directory `<models>/trained-<task id>` (a `config.base_model_path`
+  value of any task);
 - checkpoints: `<models>/loras/trainings/<task id>/checkpoint-<step>.safetensors`;
 - dataset and samples: storage, `trainings/<task id>/dataset/` and `.../samples/`.
 """

@@ -20,7 +20,7 @@ UNet's attention projections; `FULL` trains every UNet weight.
   and the checkpoints written so far stay.
 - Result: LoRA weights as a diffusers LoRA `.safetensors` (loadable by `load_lora_weights`,
   so usable as a `*_model_path` at once); FULL as a whole pipeline directory whose UNet is
-  the trained one (usable as a `base_model_path`).
+  the trained one (usable as a task's `config.base_model_path`).
 """
 
 from __future__ import annotations

@@ -399,6 +399,12 @@ def test_generation_draws_what_the_prompt_says(api):
     assert verdicts.count(("blue", "square", "yellow")) >= 3, verdicts
 
 
+#: Strength tests run without classifier-free guidance: guidance amplifies the prompt's pull
+#: at every step, so on this small model even one low-noise step at scale 4 recolours the
+#: reference; strength alone is what these tests are about.
+FAITHFUL = {"num_inference_steps": 20, "guidance_scale": 1.0}
+
+
 def test_image_to_image_keeps_the_reference_at_low_strength_and_follows_the_prompt_at_high(api):
     reference = shape_image("red", "circle", "white")
     prompt = "a blue square on a yellow background"
@@ -414,7 +420,7 @@ def test_image_to_image_keeps_the_reference_at_low_strength_and_follows_the_prom
                     width=64,
                     height=64,
                     seed=seed,
-                    config=SHARP,
+                    config=FAITHFUL,
                 ),
             )
             for seed in (1, 2, 3)
@@ -435,7 +441,7 @@ def test_editing_moves_the_base_image_toward_the_prompt(api):
                 "prompt": "a red circle on a green background",
                 "base_image": shape_image("red", "circle", "white"),
                 "seed": seed,
-                "config": {**SHARP, "strength": strength},
+                "config": {**FAITHFUL, "strength": strength},
             },
             api.admin_token,
         )

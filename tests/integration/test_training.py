@@ -236,7 +236,9 @@ def test_full_training_makes_a_base_model_for_generation(api):
     assert done["local_model_path"] == f"trained-{task['id']}"
     folder = api.settings.models_root() / "loras" / "trainings" / task["id"]
     assert [p.name for p in folder.iterdir()] == ["checkpoint-10.safetensors"]
-    tuned = generate(api, 1, base_model_path=done["local_model_path"])
+    tuned = generate(
+        api, 1, config={"num_inference_steps": 20, "base_model_path": done["local_model_path"]}
+    )
     assert tuned.shape == (32, 32, 3) and not (tuned == generate(api, 1)).all()
 
 
