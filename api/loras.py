@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 
 from api.keys import SETTINGS
 from api.openapi import documented
-from api.tasks import parse_body, require_admin
+from api.tasks import parse_body, problem, require_admin
 
 routes = web.RouteTableDef()
 
@@ -63,10 +63,6 @@ class LoRADeleteResponse(BaseModel):
     full_path: str
     bin_path: str | None = None
     timestamp: str
-
-
-def _problem(exc_type: type[web.HTTPException], detail: str) -> web.HTTPException:
-    return exc_type(text=json.dumps({"detail": detail}), content_type="application/json")
 
 
 def loras_root(request: web.Request) -> Path:
@@ -106,11 +102,11 @@ async def _stream_to(part: BodyPartReader, temp: Path, limit: int) -> int:
         while chunk := await part.read_chunk(CHUNK):
             size += len(chunk)
             if size > limit:
-                raise web.HTTPRequestEntityTooLarge(
+                raise problem(
+                    web.HTTPRequestEntityTooLarge,
+                    f"a LoRA file may have at most {limit} bytes",
                     max_size=limit,
                     actual_size=size,
-                    text=json.dumps({"detail": f"a LoRA file may have at most {limit} bytes"}),
-                    content_type="application/json",
                 )
             await asyncio.to_thread(out.write, chunk)
     return size
@@ -118,7 +114,7 @@ async def _stream_to(part: BodyPartReader, temp: Path, limit: int) -> int:
 
 async def _upload(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
     if not request.content_type.startswith("multipart/"):
-        raise _problem(web.HTTPUnsupportedMediaType, "send multipart/form-data with a 'file' part")
+        raise problem(web.HTTPUnsupportedMediaType, "send multipart/form-data with a 'file' part")
     root = loras_root(request)
     incoming = root / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
@@ -133,7 +129,7 @@ async def _upload(request: web.Request, allowed: tuple[str, ...]) -> dict[str, A
             if part.name == "file":
                 original = part.filename or ""
                 if not original.lower().endswith(SUFFIXES):
-                    raise _problem(
+                    raise problem(
                         web.HTTPBadRequest, f"the file must end in one of {', '.join(SUFFIXES)}"
                     )
                 size = await _stream_to(part, temp, request.app[SETTINGS].lora_max_bytes)
@@ -152,7 +148,7 @@ async def _upload(request: web.Request, allowed: tuple[str, ...]) -> dict[str, A
             )
         entity = fields.get("entity_type") or NO_TYPE
         if entity != NO_TYPE and entity not in allowed:
-            raise _problem(web.HTTPBadRequest, f"entity_type must be one of {', '.join(allowed)}")
+            raise problem(web.HTTPBadRequest, f"entity_type must be one of {', '.join(allowed)}")
         versioned = fields.get("use_safe_filename", "true").strip().lower() not in (
             "false",
             "0",
@@ -166,7 +162,7 @@ async def _upload(request: web.Request, allowed: tuple[str, ...]) -> dict[str, A
                 _claim, temp, folder, safe_filename(original), versioned
             )
         except FileExistsError:
-            raise _problem(
+            raise problem(
                 web.HTTPConflict,
                 f"{entity}/{safe_filename(original)} exists; send use_safe_filename=true to"
                 " store it as a new version",
@@ -205,7 +201,7 @@ async def admin_upload_lora(request: web.Request) -> web.Response:
 def _lora_path(root: Path, partial: str) -> Path:
     segments = partial.split("/")
     if len(segments) != 2 or any(s in ("", ".", "..") or _UNSAFE.search(s) for s in segments):
-        raise _problem(
+        raise problem(
             web.HTTPBadRequest, "partial_path is '<entity_type>/<file name>', as upload returns it"
         )
     return root.joinpath(*segments)
@@ -223,7 +219,7 @@ async def admin_delete_lora(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     source = _lora_path(loras_root(request), body.partial_path)
     if not source.is_file():
-        raise _problem(web.HTTPNotFound, f"no LoRA file {body.partial_path}")
+        raise problem(web.HTTPNotFound, f"no LoRA file {body.partial_path}")
     binned = settings.data_dir / "bin" / "models" / "loras" / body.partial_path
     binned.parent.mkdir(parents=True, exist_ok=True)
     if binned.exists():
@@ -240,4 +236,4 @@ async def admin_delete_lora(request: web.Request) -> web.Response:
                 "timestamp": datetime.now(UTC).isoformat(),
             }
         )
-    raise _problem(web.HTTPNotFound, f"no LoRA file {body.partial_path}")
+    raise problem(web.HTTPNotFound, f"no LoRA file {body.partial_path}")

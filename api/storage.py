@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from api.keys import SIGNER, STORAGE, TASK_READER
 from api.openapi import documented
-from api.tasks import parse_query, scope
+from api.tasks import parse_query, problem, scope
 from state.storage import KIND_FOLDERS, BadKey, NotFound, ObjectInfo, safe_key
 
 routes = web.RouteTableDef()
@@ -66,10 +66,6 @@ def signed_url(request: web.Request, path: str) -> str:
     return f"{base}{PREFIX}/{path}?{request.app[SIGNER].query(path)}"
 
 
-def _error(exc_type: type[web.HTTPException], detail: str) -> web.HTTPException:
-    return exc_type(text=json.dumps({"detail": detail}), content_type="application/json")
-
-
 def content_type_of(path: str) -> str:
     return mimetypes.guess_type(path)[0] or "application/octet-stream"
 
@@ -89,9 +85,9 @@ async def _key(request: web.Request, write: bool = False) -> str:
     try:
         key = safe_key(request.match_info["path"])
     except BadKey as exc:
-        raise _error(web.HTTPBadRequest, str(exc)) from None
+        raise problem(web.HTTPBadRequest, str(exc)) from None
     if not await _may_access(request, key, write):
-        raise _error(web.HTTPNotFound, f"no image at {key}")
+        raise problem(web.HTTPNotFound, f"no image at {key}")
     return key
 
 
@@ -116,7 +112,7 @@ async def _existing(key: str, operation: Callable[[str], Any]) -> Any:
     try:
         return await asyncio.to_thread(operation, key)
     except (NotFound, BadKey):
-        raise _error(web.HTTPNotFound, f"no image at {key}") from None
+        raise problem(web.HTTPNotFound, f"no image at {key}") from None
 
 
 @routes.get(PREFIX)
@@ -134,7 +130,7 @@ async def list_images(request: web.Request) -> web.Response:
     try:
         found = await asyncio.to_thread(store.list, prefix, query.limit)
     except BadKey as exc:
-        raise _error(web.HTTPBadRequest, str(exc)) from None
+        raise problem(web.HTTPBadRequest, str(exc)) from None
     images = [describe(i) for i in found]
     return web.json_response({"images": images, "count": len(images)})
 
@@ -163,7 +159,7 @@ async def save_image(request: web.Request) -> web.Response:
     """Multipart body with one `file` part, as in the seed."""
     key = await _key(request, write=True)
     if not request.content_type.startswith("multipart/"):
-        raise _error(web.HTTPUnsupportedMediaType, "send multipart/form-data with a 'file' part")
+        raise problem(web.HTTPUnsupportedMediaType, "send multipart/form-data with a 'file' part")
     reader = await request.multipart()
     data: bytes | None = None
     async for part in reader:
@@ -180,7 +176,7 @@ async def save_image(request: web.Request) -> web.Response:
     try:
         info = await asyncio.to_thread(request.app[STORAGE].put, key, data)
     except BadKey as exc:
-        raise _error(web.HTTPBadRequest, str(exc)) from None
+        raise problem(web.HTTPBadRequest, str(exc)) from None
     return web.json_response(describe(info), status=201)
 
 

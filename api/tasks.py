@@ -124,6 +124,11 @@ def scope(request: web.Request) -> str | None:
     return None if principal.is_admin else principal.tenant
 
 
+def problem(exc_type: type[web.HTTPException], detail: str, **kwargs: Any) -> web.HTTPException:
+    """An HTTP error whose JSON body says what is wrong: `{"detail": detail}`."""
+    return exc_type(text=json.dumps({"detail": detail}), content_type="application/json", **kwargs)
+
+
 def require_admin(request: web.Request) -> None:
     if not request[PRINCIPAL].is_admin:
         raise web.HTTPForbidden(

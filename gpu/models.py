@@ -18,6 +18,7 @@ and upscaled (`render_size`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -109,15 +110,21 @@ def _is_pipeline(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
+@functools.cache
+def _render_cap(model_dir: Path) -> int | None:
+    """A model's `max_render_size`, read once per directory (a saved model does not change)."""
+    try:
+        return int(json.loads((model_dir / "taskstream.json").read_text())["max_render_size"])
+    except FileNotFoundError:
+        return None
+
+
 def render_size(model_dir: Path, width: int, height: int) -> tuple[int, int]:
     """The size to render a `width` x `height` request at: the request itself, or, when the
     model's `taskstream.json` caps it (`max_render_size`), the request scaled down to fit
     (aspect kept, multiples of 8); the caller upscales the result to the request."""
-    try:
-        cap = int(json.loads((model_dir / "taskstream.json").read_text())["max_render_size"])
-    except FileNotFoundError:
-        return width, height
-    if max(width, height) <= cap:
+    cap = _render_cap(model_dir)
+    if cap is None or max(width, height) <= cap:
         return width, height
     scale = cap / max(width, height)
     return max(8, round(width * scale / 8) * 8), max(8, round(height * scale / 8) * 8)

@@ -18,6 +18,7 @@ Where things go (the model registry's folders, so results are usable at once):
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,13 @@ def _now() -> str:
 
 
 def spec_of(payload: dict) -> TrainSpec:
-    defaults = TrainSpec()
-    values = {
+    """The task's training settings over `TrainSpec`'s defaults (None means the default)."""
+    given = {
         name: payload[name]
         for name in TrainSpec.__dataclass_fields__
         if payload.get(name) is not None
     }
-    spec = TrainSpec(**{**defaults.__dict__, **values})
+    spec = replace(TrainSpec(), **given)
     spec.check()
     return spec
 
