@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import psutil
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -38,6 +39,42 @@ from streams.topics import TASK_COMMANDS  # noqa: E402
 from taskstream.stack import launch  # noqa: E402
 
 FLOORS = {"kafka": 1000.0, "http": 500.0, "p99_ms": 100.0}
+
+
+def role(proc: psutil.Process) -> str:
+    """What a process of the stack is: `taskstream <command>` for our own, else its name."""
+    try:
+        argv = proc.cmdline()
+        name = proc.name()
+    except psutil.Error:
+        return "gone"
+    if "taskstream" in argv:
+        return " ".join(argv[argv.index("taskstream") + 1 :][:2])
+    return "postgres" if name.startswith("postgres") else name
+
+
+def cpu_by_role(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every live process in the stack, by role; the
+    benchmark's own process (the load generator) is `bench`."""
+    totals: dict[str, float] = {}
+    me = psutil.Process()
+    procs = [(me, "bench")]
+    top = psutil.Process(root)
+    procs += [(p, role(p)) for p in [top, *top.children(recursive=True)]]
+    for proc, name in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        totals[name] = totals.get(name, 0.0) + t.user + t.system
+    return totals
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    """CPU milliseconds per task spent by each role between two `cpu_by_role` snapshots."""
+    per = {k: (after[k] - before.get(k, 0.0)) * 1000 / n for k in after}
+    parts = [f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.01]
+    return f"          CPU ms/task: total {sum(per.values()):.2f} = " + ", ".join(parts)
 
 
 def baseline(bootstrap: str, n: int) -> float:
@@ -171,8 +208,11 @@ def main() -> None:
         proc, info = launch(Path(tmp))
         try:
             base = baseline(info["bootstrap_servers"], args.tasks)
+            cpu = [cpu_by_role(proc.pid)]
             kafka = asyncio.run(via_kafka(info, args.tasks))
+            cpu.append(cpu_by_role(proc.pid))
             http, p50, p99 = asyncio.run(via_http(info, args.tasks, args.clients))
+            cpu.append(cpu_by_role(proc.pid))
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
@@ -184,6 +224,7 @@ def main() -> None:
         f"kafka     create -> COMPLETED via API    {kafka:9.0f} tasks/s   ratio {kafka / base:.3f}"
         f"   floor {FLOORS['kafka']:.0f}: {'ok' if kafka >= FLOORS['kafka'] else 'BELOW'}"
     )
+    print(cpu_line(cpu[0], cpu[1], args.tasks))
     print(
         f"http      create -> COMPLETED via API    {http:9.0f} tasks/s   ratio {http / base:.3f}"
         f"   floor {FLOORS['http']:.0f}: {'ok' if http >= FLOORS['http'] else 'BELOW'}"
@@ -192,6 +233,7 @@ def main() -> None:
         f"http      create latency p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
         f"   floor p99 < {FLOORS['p99_ms']:.0f} ms: {'ok' if p99 < FLOORS['p99_ms'] else 'ABOVE'}"
     )
+    print(cpu_line(cpu[1], cpu[2], args.tasks))
 
 
 if __name__ == "__main__":

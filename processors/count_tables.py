@@ -1,15 +1,19 @@
 """Stream tables (faust-streaming) that keep the task counters behind /monitoring/stats.
 
-An agent reads `tasks.events` into one table, `task-facts` (what is known of each task,
-keyed by task id, with its partition). Each event is a single-key write, so a crash can
-never leave half an event applied. The counters are derived: kept in memory from each
-event's deltas, and rebuilt from the facts whenever a partition is (re)assigned after
-recovery (faust's per-table recovery callback, before the stream resumes). Every second the counters of each changed partition are published as a
-`TaskCountsSnapshot` to the compacted `monitoring.stats` topic, where any number of API
-instances read and sum them.
+The counting is aggregated upstream (see `task_counts`): the task processor publishes one
+`TaskCountsDelta` per batch and partition to `tasks.counts`, so this app handles a record per
+batch rather than several per task. An agent applies each delta to the `task-counts` table,
+keyed `<partition>|<scope>|<group>`; every value carries the source offsets applied to it, so
+a delta read twice (after a crash of either side) is counted once, per key, even when a crash
+fell between the writes of one delta's keys. Hours of created_minute buckets older than
+the 24 h window are deleted as the partition's next delta passes by. Every second the
+counters of each changed partition are published as a `TaskCountsSnapshot` to the compacted
+`monitoring.stats` topic, where any number of API instances read and sum them.
 
-(A first version kept the counters in a second table; the crash test showed why not: the
-two changelog writes of one event are not atomic, so a kill between them lost counts.)
+(Two earlier versions counted every task event here: one kept counters in a second table,
+whose two changelog writes per event were not atomic, so a kill between them lost counts;
+the next kept per-task facts, correct but several table writes per task, the processors
+process's largest cost.)
 
 The faust app runs on a member thread of the processors process, started as a `mode`
 service (faust's Worker wants the main thread for signal handling).
@@ -20,30 +24,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import Counter, defaultdict
-from dataclasses import asdict
+from collections import Counter
 from datetime import UTC, datetime
 
 import faust
 from faust.sensors.monitor import Monitor
 
-from processors.task_counts import TaskFacts, count
-from processors.task_counts import created_event as _created
+from processors import task_counts
 from streams.producer import RecordProducer
-from streams.records import (
-    TaskCountsSnapshot,
-    TaskCreatedEvent,
-    TaskDeleted,
-    TaskStatusEvent,
-)
+from streams.records import TaskCountsDelta, TaskCountsSnapshot
 from streams.serde import AvroSerde, SerializationError
-from streams.topics import MONITORING_STATS, TASK_EVENTS
+from streams.topics import MONITORING_STATS, TASK_COUNTS
 
 logger = logging.getLogger(__name__)
 
 APP_ID = "taskstream-task-counts"
-#: The events that can change a task's facts; the rest of tasks.events is skipped undecoded.
-COUNTED = frozenset(t.avro_name for t in (TaskCreatedEvent, TaskStatusEvent, TaskDeleted))
 
 
 class _QuietMonitor(Monitor):
@@ -90,10 +85,11 @@ class CountTables:
         self._serde = serde
         self._producer = producer
         self._dirty: set[int] = set()
+        self._pruned: dict[int, int] = {}  # partition -> minute of its last pruning
         self._assigned: list[str] = []
         self._failure: BaseException | None = None
         self.joined = threading.Event()
-        self.counted = 0
+        self.applied = 0
         # faust would create (and never close) a loop in this thread on first use; give it
         # the one its thread will run instead.
         self._loop = asyncio.new_event_loop()
@@ -103,7 +99,7 @@ class CountTables:
             broker=f"kafka://{bootstrap}",
             store="memory://",  # rebuilt from the changelog topics on start
             web_enabled=False,
-            topic_partitions=TASK_EVENTS.partitions,
+            topic_partitions=TASK_COUNTS.partitions,
             topic_replication_factor=1,
             broker_session_timeout=session_timeout_ms / 1000,
             broker_heartbeat_interval=max(0.5, session_timeout_ms / 6000),
@@ -113,19 +109,18 @@ class CountTables:
             # or recovery would stop short of the last records (see Settings).
             **({"producer_max_batch_size": 1} if single_record_batches else {}),
         )
-        self._events = self.app.topic(
-            TASK_EVENTS.name, key_serializer="raw", value_serializer="raw"
+        self._deltas = self.app.topic(
+            TASK_COUNTS.name, key_serializer="raw", value_serializer="raw"
         )
-        self.facts = self.app.Table("task-facts", default=None, partitions=TASK_EVENTS.partitions)
-        self._counters: dict[int, Counter[str]] = defaultdict(Counter)
-        self._table_recovered = self.facts.on_recovery_completed
-        self.facts.on_recovery_completed = self._recovered  # faust awaits it per table
-        self.app.agent(self._events, name="count-task-events")(self._consume)
+        self.counts = self.app.Table("task-counts", default=None, partitions=TASK_COUNTS.partitions)
+        self._table_recovered = self.counts.on_recovery_completed
+        self.counts.on_recovery_completed = self._recovered  # faust awaits it per table
+        self.app.agent(self._deltas, name="apply-task-count-deltas")(self._consume)
         self.app.timer(publish_every_s, name="publish-task-counts")(self._publish)
 
     @property
     def assignment(self) -> list[str]:
-        """tasks.events partitions owned, as last seen from faust's own loop (its consumer
+        """tasks.counts partitions owned, as last seen from faust's own loop (its consumer
         is not safe to touch from the heartbeat thread)."""
         return self._assigned
 
@@ -149,70 +144,64 @@ class CountTables:
 
     async def _consume(self, stream: faust.StreamT) -> None:
         try:
-            await self._count_events(stream)
+            async for event in stream.events():
+                self._apply(event.value, event.message.partition)
         except Exception as exc:  # faust would only restart the agent; fail the member instead
             self._failure = exc
             raise
 
-    async def _count_events(self, stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            name = self._serde.record_name(event.value)
-            if name is not None and name not in COUNTED:
-                continue  # outcomes, inference results, …: recognised by schema id, not decoded
-            try:
-                record = self._serde.deserialize(event.value)
-            except SerializationError as exc:  # the task processor wrote it; log, never block
-                logger.warning("skipping undecodable tasks.events record: %s", exc)
-                continue
-            task_id = getattr(record, "task_id", None)
-            if task_id is None:
-                continue
-            key = str(task_id)
-            partition = event.message.partition
-            stored = self.facts.get(key)
-            facts = (
-                TaskFacts(**{k: v for k, v in stored.items() if k != "partition"})
-                if stored
-                else None
-            )
-            new, deltas = count(facts, record)
-            if new != facts:
-                if new is None:
-                    del self.facts[key]
-                else:
-                    self.facts[key] = {**asdict(new), "partition": partition}
-            if deltas:
-                self._counters[partition].update(deltas)
-                self._dirty.add(partition)
-            self.counted += 1
+    def _apply(self, value: bytes, partition: int) -> None:
+        try:
+            record = self._serde.deserialize(value)
+        except SerializationError as exc:  # the task processor wrote it; log, never block
+            logger.warning("skipping undecodable tasks.counts record: %s", exc)
+            return
+        if not isinstance(record, TaskCountsDelta) or record.partition != partition:
+            logger.warning("skipping %s on tasks.counts partition %d", record.avro_name, partition)
+            return
+        for key, changes in task_counts.table_keys(partition, record.deltas).items():
+            new = task_counts.apply(self.counts.get(key), record.source_offsets, changes)
+            if new is not None:
+                self.counts[key] = new
+        self._prune(partition)
+        self._dirty.add(partition)
+        self.applied += 1
 
-    def _rebuild(self, partitions: set[int]) -> None:
-        """Recompute the counters of `partitions` from the facts table."""
-        for partition in partitions:
-            self._counters[partition] = Counter()
-        for stored in self.facts.values():
-            if stored and stored["partition"] in partitions:
-                facts = TaskFacts(**{k: v for k, v in stored.items() if k != "partition"})
-                self._counters[stored["partition"]].update(count(None, _created(facts))[1])
+    def _prune(self, partition: int) -> None:
+        """Drop the partition's hours of created_minute buckets past the window (a table can
+        only be written while handling one of its partition's records), once a minute."""
+        now = datetime.now(UTC)
+        if self._pruned.get(partition) == task_counts.minute(now):
+            return
+        self._pruned[partition] = task_counts.minute(now)
+        for key in [k for k in self.counts if task_counts.partition_of(k) == partition]:
+            if task_counts.expired(key, now):
+                del self.counts[key]
 
     async def _recovered(self, active_tps: set, standby_tps: set) -> None:
-        """After faust restored the facts of its active partitions, and before their stream
-        resumes: rebuild those partitions' counters and publish them."""
+        """After faust restored the counters of its active partitions, and before their
+        stream resumes: publish them (an API may have missed the last snapshots)."""
         await self._table_recovered(active_tps, standby_tps)
-        partitions = {tp.partition for tp in active_tps}
-        self._rebuild(partitions)
-        self._dirty |= partitions
+        self._dirty |= {tp.partition for tp in active_tps}
 
     async def _publish(self) -> None:
         owned = {
-            tp.partition for tp in self.app.consumer.assignment() if tp.topic == TASK_EVENTS.name
+            tp.partition for tp in self.app.consumer.assignment() if tp.topic == TASK_COUNTS.name
         }
-        self._assigned = sorted(f"{TASK_EVENTS.name}:{p}" for p in owned)
+        self._assigned = sorted(f"{TASK_COUNTS.name}:{p}" for p in owned)
         if owned:
             self.joined.set()
         dirty, self._dirty = self._dirty & owned, set()
+        if not dirty:
+            return
         now = datetime.now(UTC)
-        for partition in dirty:
-            counts = {k: v for k, v in self._counters[partition].items() if v}
-            record = TaskCountsSnapshot(partition=partition, counts=counts, taken_at=now)
+        totals: dict[int, Counter[str]] = {p: Counter() for p in dirty}
+        for key, value in self.counts.items():
+            partition = task_counts.partition_of(key)
+            if partition in totals and value and not task_counts.expired(key, now):
+                totals[partition].update(value["counts"])
+        for partition, counts in totals.items():
+            record = TaskCountsSnapshot(
+                partition=partition, counts={k: v for k, v in counts.items() if v}, taken_at=now
+            )
             self._producer.send(MONITORING_STATS, f"tasks:{partition}", record)

@@ -1,117 +1,125 @@
 """Task counters for the monitoring dashboard: the pure core of the stream tables.
 
-`count(facts, event)` turns one event from `tasks.events` into counter deltas, given what is
-known of the task so far (`TaskFacts`, None for a task not seen yet). It is idempotent under
-at-least-once delivery: a repeated TaskCreatedEvent, or a status the task already has, adds
-nothing. Counters are keyed `<scope>|<dimension>|<value>`:
+Counting is aggregated upstream. The task processor, the single writer of task state, knows
+every task's state before and after each batch it applies: `deltas(before, after)` is the
+change in what the task contributes to the counters (`contribution`). The processor sums
+those per partition into one `TaskCountsDelta` per batch, written to its outbox in the same
+transaction as the states, with the batch's source offsets. The stream tables apply the
+deltas (`apply`) and skip a redelivered one by those offsets, so a batch is counted exactly
+once however often its record is published or read.
+
+Counters are keyed `<scope>|<dimension>|<value>`:
 
     scopes      *  (all tasks), i:<origin_instance>, z:<origin_zone>, iz:<instance>/<zone>
     dimensions  total, status, task_type, provider, created_minute (epoch minutes)
+
+The tables hold them under keys `<partition>|<scope>|<group>` (`table_keys`): group `all` for
+the totals by status, task type and provider, `h<epoch hour>` for that hour's created_minute
+buckets, so a write touches a handful of small values and old hours can be dropped whole.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 
-from streams.records import EventType, Record, TaskCreatedEvent, TaskDeleted, TaskStatusEvent
+from processors.task_machine import TaskState
 
 NO_PROVIDER = "local"
 WINDOW_MINUTES = 24 * 60  # created_minute buckets older than this are dropped
-
-
-@dataclass(frozen=True)
-class TaskFacts:
-    status: str
-    task_type: str
-    provider: str
-    instance: str | None
-    zone: str | None
-    created_minute: int
-
-    def scopes(self) -> list[str]:
-        scopes = ["*"]
-        if self.instance:
-            scopes.append(f"i:{self.instance}")
-        if self.zone:
-            scopes.append(f"z:{self.zone}")
-        if self.instance and self.zone:
-            scopes.append(f"iz:{self.instance}/{self.zone}")
-        return scopes
-
-
-def scope_of(instance: str | None, zone: str | None) -> str:
-    """The counter scope answering a filter on instance and/or zone."""
-    if instance and zone:
-        return f"iz:{instance}/{zone}"
-    if instance:
-        return f"i:{instance}"
-    if zone:
-        return f"z:{zone}"
-    return "*"
 
 
 def minute(at: datetime) -> int:
     return int(at.timestamp() // 60)
 
 
-def count(facts: TaskFacts | None, event: Record) -> tuple[TaskFacts | None, Counter[str]]:
-    """(facts after the event, counter deltas)."""
-    deltas: Counter[str] = Counter()
-    if isinstance(event, TaskCreatedEvent):
-        if facts is not None:
-            return facts, deltas
-        metadata = event.metadata or {}
-        new = TaskFacts(
-            status=event.status,
-            task_type=event.task_type,
-            provider=metadata.get("provider_type") or NO_PROVIDER,
-            instance=event.origin_instance,
-            zone=event.origin_zone,
-            created_minute=minute(event.created_at),
-        )
-        _add(deltas, new, +1)
-        return new, deltas
-    if facts is None:
-        return None, deltas
-    if isinstance(event, TaskStatusEvent) and event.status.value != facts.status:
-        for scope in facts.scopes():
-            deltas[f"{scope}|status|{facts.status}"] -= 1
-            deltas[f"{scope}|status|{event.status.value}"] += 1
-        return replace(facts, status=event.status.value), deltas
-    if isinstance(event, TaskDeleted) and event.hard:
-        _add(deltas, facts, -1)
-        return None, deltas
-    return facts, deltas
+def scopes(instance: str | None, zone: str | None) -> list[str]:
+    """Every scope a task with this origin is counted in."""
+    found = ["*"]
+    if instance:
+        found.append(f"i:{instance}")
+    if zone:
+        found.append(f"z:{zone}")
+    if instance and zone:
+        found.append(f"iz:{instance}/{zone}")
+    return found
 
 
-def created_event(facts: TaskFacts) -> TaskCreatedEvent:
-    """A TaskCreatedEvent standing for what `facts` record, to rebuild counters from facts."""
-    return TaskCreatedEvent(
-        event_type=EventType.TASK_CREATED,
-        task_id=uuid.UUID(int=0),
-        status=facts.status,
-        task_type=facts.task_type,
-        created_at=datetime.fromtimestamp(facts.created_minute * 60, UTC),
-        total_steps=1,
-        origin_instance=facts.instance,
-        origin_zone=facts.zone,
-        metadata={"provider_type": facts.provider},
-    )
+def scope_of(instance: str | None, zone: str | None) -> str:
+    """The counter scope answering a filter on instance and/or zone."""
+    return scopes(instance, zone)[-1]
 
 
-def _add(deltas: Counter[str], facts: TaskFacts, sign: int) -> None:
-    for scope in facts.scopes():
-        deltas[f"{scope}|total|"] += sign
-        deltas[f"{scope}|status|{facts.status}"] += sign
-        deltas[f"{scope}|task_type|{facts.task_type}"] += sign
-        deltas[f"{scope}|provider|{facts.provider}"] += sign
-        deltas[f"{scope}|created_minute|{facts.created_minute}"] += sign
+def contribution(state: TaskState | None) -> Counter[str]:
+    """What one task adds to the counters (nothing once it is deleted for good; a cleaned-up
+    task still counts, as its record is kept)."""
+    counts: Counter[str] = Counter()
+    if state is None:
+        return counts
+    provider = state.provider_type or NO_PROVIDER
+    created = minute(state.created_at)
+    for scope in scopes(state.origin_instance, state.origin_zone):
+        counts[f"{scope}|total|"] += 1
+        counts[f"{scope}|status|{state.status.value}"] += 1
+        counts[f"{scope}|task_type|{state.task_type}"] += 1
+        counts[f"{scope}|provider|{provider}"] += 1
+        counts[f"{scope}|created_minute|{created}"] += 1
+    return counts
 
 
-def aggregate(snapshots: list[dict[str, int]], scope: str, now: datetime) -> dict:
+def deltas(before: TaskState | None, after: TaskState | None) -> dict[str, int]:
+    """The counter changes of a task going from `before` to `after` (None: not there)."""
+    change = contribution(after)
+    change.subtract(contribution(before))
+    return {k: v for k, v in change.items() if v}
+
+
+def table_key(partition: int, counter: str) -> str:
+    scope, dimension, value = counter.split("|", 2)
+    group = f"h{int(value) // 60}" if dimension == "created_minute" else "all"
+    return f"{partition}|{scope}|{group}"
+
+
+def table_keys(partition: int, changes: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """A partition's counter changes grouped by the table key that holds them."""
+    grouped: dict[str, dict[str, int]] = {}
+    for counter, delta in changes.items():
+        grouped.setdefault(table_key(partition, counter), {})[counter] = delta
+    return grouped
+
+
+def apply(
+    stored: Mapping | None, source_offsets: Mapping[str, int], changes: Mapping[str, int]
+) -> dict | None:
+    """One table value after a delta; None when the value already holds it.
+
+    A value is `{"offsets": {topic: offset}, "counts": {counter: n}}`, its offsets the largest
+    source offsets applied to it. Each batch of the task processor consumes newer offsets of at
+    least one of its topics than every batch before, so a delta is new exactly when one of
+    its offsets exceeds the stored one; a redelivery exceeds none.
+    """
+    offsets = dict(stored["offsets"]) if stored else {}
+    if stored and all(offset <= offsets.get(t, -1) for t, offset in source_offsets.items()):
+        return None
+    counts = Counter(stored["counts"]) if stored else Counter()
+    counts.update(changes)
+    for topic, offset in source_offsets.items():
+        offsets[topic] = max(offset, offsets.get(topic, -1))
+    return {"offsets": offsets, "counts": {k: v for k, v in counts.items() if v}}
+
+
+def partition_of(key: str) -> int:
+    return int(key.split("|", 1)[0])
+
+
+def expired(key: str, now: datetime) -> bool:
+    """Whether a table key holds only created_minute buckets older than the window."""
+    group = key.rsplit("|", 1)[1]
+    return group.startswith("h") and (int(group[1:]) + 1) * 60 <= minute(now) - WINDOW_MINUTES
+
+
+def aggregate(snapshots: list[Mapping[str, int]], scope: str, now: datetime) -> dict:
     """Sum partition snapshots into the seed's AggregateStats shape for one scope."""
     total: Counter[str] = Counter()
     for counts in snapshots:

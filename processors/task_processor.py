@@ -5,7 +5,8 @@ assignor, so one member owns all of a task's messages). For each partition's sha
 consumed batch it runs one Postgres transaction that checks the partition's ownership epoch,
 loads the tasks (locked), applies `task_machine.handle` to every message in order, and
 writes the new states, the command outcomes (with NOTIFY for the API), the consumed offsets
-and an outbox of the events and jobs to publish. After commit the outbox rows are produced
+and an outbox of the events and jobs to publish, with one `TaskCountsDelta` per partition
+for the stream tables (the batch's change to the task counters, see `task_counts`). After commit the outbox rows are produced
 without waiting; each acknowledged row is deleted in the next batch's transaction, and a
 delivery failure stops the member. Leftovers from a crash are published when the partition is
 next assigned, so every row is published at least once, in order.
@@ -18,23 +19,26 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from processors import task_counts
 from processors.task_machine import TaskState, handle
 from state import offsets, task_store
 from state.db import Database
 from streams.consumer import PoisonMessage, dead_letter, group_config, next_batch
 from streams.producer import DeliveryError, RecordProducer
-from streams.records import CommandOutcome, InferenceJob, Record, TrainingJob
+from streams.records import CommandOutcome, InferenceJob, Record, TaskCountsDelta, TrainingJob
 from streams.serde import AvroSerde, SerializationError
 from streams.topics import (
     INFERENCE_JOBS,
     INFERENCE_STATUS,
     TASK_COMMANDS,
+    TASK_COUNTS,
     TASK_EVENTS,
     TRAINING_JOBS,
     TRAINING_STATUS,
@@ -43,7 +47,7 @@ from streams.topics import (
 logger = logging.getLogger(__name__)
 
 GROUP = "taskstream.processors.tasks"
-OutboxRow = tuple[int, str, str, bytes]  # outbox id, topic, key, serialized value
+OutboxRow = tuple[int, int, str, str, bytes]  # outbox id, partition, topic, key, value
 INPUTS = (TASK_COMMANDS, INFERENCE_STATUS, TRAINING_STATUS)
 
 
@@ -188,6 +192,7 @@ class TaskProcessor:
                 task_store.load(conn, {record.task_id for _, record in decoded})
             )
             before = dict(states)
+            partition_of: dict[UUID, int] = {}
             outcomes: list[CommandOutcome] = []
             rows: list[tuple[int, str, str, bytes]] = []
             for msg, record in decoded:
@@ -195,6 +200,7 @@ class TaskProcessor:
                 states[record.task_id] = decision.state
                 key = str(record.task_id)
                 partition = msg.partition()
+                partition_of[record.task_id] = partition
                 for event in decision.events:
                     rows.append((partition, TASK_EVENTS.name, key, self._serde.serialize(event)))
                 for job in decision.jobs:
@@ -204,6 +210,7 @@ class TaskProcessor:
                     outcomes.append(decision.outcome)
                     outcome = self._serde.serialize(decision.outcome)
                     rows.append((partition, TASK_EVENTS.name, key, outcome))
+            rows += self._count_deltas(batch, partition_of, before, states)
             changed = [s for tid, s in states.items() if s is not None and s is not before.get(tid)]
             task_store.save(conn, changed)
             task_store.delete(conn, [t for t, s in states.items() if s is None and before.get(t)])
@@ -212,7 +219,33 @@ class TaskProcessor:
             ids = task_store.add_to_outbox(conn, rows)
         del self._published[: len(published)]
         self.applied += len(decoded)
-        return [(i, *row[1:]) for i, row in zip(ids, rows, strict=True)]
+        return [(i, *row) for i, row in zip(ids, rows, strict=True)]
+
+    def _count_deltas(
+        self,
+        batch: list[Message],
+        partition_of: dict[UUID, int],
+        before: dict[UUID, TaskState | None],
+        after: dict[UUID, TaskState | None],
+    ) -> list[tuple[int, str, str, bytes]]:
+        """Outbox rows of one `TaskCountsDelta` per partition whose counters the batch moved."""
+        changes: dict[int, Counter[str]] = defaultdict(Counter)
+        for task_id, partition in partition_of.items():
+            if after.get(task_id) is not before.get(task_id):
+                changes[partition].update(task_counts.deltas(before.get(task_id), after[task_id]))
+        source: dict[int, dict[str, int]] = defaultdict(dict)
+        for msg in batch:  # in consumption order: the last offset of each topic wins
+            source[msg.partition()][msg.topic()] = msg.offset()
+        rows = []
+        for partition, change in sorted(changes.items()):
+            moved = {k: v for k, v in change.items() if v}
+            if moved:
+                delta = TaskCountsDelta(
+                    partition=partition, source_offsets=source[partition], deltas=moved
+                )
+                value = self._serde.serialize(delta)
+                rows.append((partition, TASK_COUNTS.name, str(partition), value))
+        return rows
 
     def _decode(self, msg: Message) -> Record:
         record = self._serde.deserialize(msg.value())
@@ -238,7 +271,7 @@ class TaskProcessor:
     def _send_and_clear(self, rows: list[OutboxRow]) -> None:
         """Produce outbox rows; each is deleted in the first transaction after its
         acknowledgement (delivery callbacks run on this thread, in `poll` and `flush`)."""
-        for outbox_id, topic, key, value in rows:
+        for outbox_id, partition, topic, key, value in rows:
 
             def delivered(err: KafkaError | None, _: Message, outbox_id: int = outbox_id) -> None:
                 if err is None:
@@ -246,7 +279,14 @@ class TaskProcessor:
                 else:
                     self._delivery_errors.append(err)
 
-            self._producer.send_raw(topic, key, bytes(value), on_delivery=delivered)
+            self._producer.send_raw(
+                topic,
+                key,
+                bytes(value),
+                on_delivery=delivered,
+                # counter deltas go to the partition they count, where its table lives
+                partition=partition if topic == TASK_COUNTS.name else None,
+            )
 
     def _raise_delivery_errors(self) -> None:
         if self._delivery_errors:

@@ -121,9 +121,13 @@ def add_to_outbox(
     return sorted(i for (i,) in ids)
 
 
-def pending_outbox(conn: psycopg.Connection, partition: int) -> list[tuple[int, str, str, bytes]]:
+def pending_outbox(
+    conn: psycopg.Connection, partition: int
+) -> list[tuple[int, int, str, str, bytes]]:
+    """A partition's unpublished (outbox id, partition, topic, key, value) rows, in order."""
     return conn.execute(
-        "SELECT id, topic, key, value FROM outbox WHERE partition = %s ORDER BY id", (partition,)
+        "SELECT id, partition, topic, key, value FROM outbox WHERE partition = %s ORDER BY id",
+        (partition,),
     ).fetchall()
 
 

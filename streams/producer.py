@@ -49,8 +49,10 @@ class RecordProducer:
         value: bytes | None,
         headers: dict[str, str] | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Queue raw bytes; `on_delivery` replaces the default error collection if given."""
+        """Queue raw bytes; `on_delivery` replaces the default error collection if given, and
+        `partition` the partitioner's choice by key."""
         name = topic if isinstance(topic, str) else topic.name
         self._producer.produce(
             name,
@@ -58,6 +60,7 @@ class RecordProducer:
             value=value,
             headers=list((headers or {}).items()),
             on_delivery=on_delivery or self._on_delivery,
+            **({} if partition is None else {"partition": partition}),
         )
         self._producer.poll(0)
 

@@ -349,6 +349,13 @@ class WorkflowStatusChanged(Record):
 # --- monitoring ------------------------------------------------------------------------
 
 
+class TaskCountsDelta(Record):
+    avro_name: ClassVar[str] = "taskstream.monitoring.TaskCountsDelta"
+    partition: int
+    source_offsets: dict[str, int]
+    deltas: dict[str, int]
+
+
 class TaskCountsSnapshot(Record):
     avro_name: ClassVar[str] = "taskstream.monitoring.TaskCountsSnapshot"
     partition: int

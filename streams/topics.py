@@ -44,6 +44,8 @@ WORKFLOW_COMMANDS = TopicSpec("workflows.commands", key="workflow_id", partition
 WORKFLOW_EVENTS = TopicSpec("workflows.events", key="workflow_id", partitions=3)
 WORKER_HEARTBEATS = TopicSpec("workers.heartbeats", key="worker_id", partitions=1, compacted=True)
 WEBHOOK_RETRY = TopicSpec("webhooks.retry", key="event_id", partitions=3)
+# One TaskCountsDelta per batch of the task processor, to the partition it came from.
+TASK_COUNTS = TopicSpec("tasks.counts", key="partition", partitions=6)
 MONITORING_STATS = TopicSpec("monitoring.stats", key="partition", partitions=1, compacted=True)
 
 PRIMARY: tuple[TopicSpec, ...] = (
@@ -58,6 +60,7 @@ PRIMARY: tuple[TopicSpec, ...] = (
     WORKFLOW_EVENTS,
     WORKER_HEARTBEATS,
     WEBHOOK_RETRY,
+    TASK_COUNTS,
     MONITORING_STATS,
 )
 

@@ -4,57 +4,49 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from processors.task_counts import aggregate, count
-from streams.records import EventType, TaskCreatedEvent, TaskDeleted, TaskStatus, TaskStatusEvent
+from processors.task_counts import aggregate, apply, deltas, expired, table_keys
+from processors.task_machine import TaskState
+from streams.records import TaskStatus
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
-def created(task_id, at=NOW, provider="echo", instance="prod", zone="eu", task_type="GENERATION"):
-    return TaskCreatedEvent(
-        event_type=EventType.TASK_CREATED,
-        task_id=task_id,
-        status="PENDING",
+def task(at=NOW, provider="echo", instance="prod", zone="eu", task_type="GENERATION"):
+    return TaskState(
+        task_id=uuid.uuid4(),
         task_type=task_type,
+        status=TaskStatus.PENDING,
+        version=1,
         created_at=at,
-        total_steps=1,
+        updated_at=at,
+        provider_type=provider,
         origin_instance=instance,
         origin_zone=zone,
-        metadata={"provider_type": provider} if provider else None,
     )
 
 
-def status(task_id, value: TaskStatus):
-    return TaskStatusEvent(
-        event_type=EventType.TASK_STATUS,
-        task_id=task_id,
-        status=value,
-        task_type="GENERATION",
-        progress=0.0,
-    )
-
-
-def run(events):
-    facts, counts = {}, Counter()
-    for event in events:
-        new, deltas = count(facts.get(event.task_id), event)
-        facts[event.task_id] = new
-        counts.update(deltas)
-    return counts
+def moved(*transitions: tuple[TaskState | None, TaskState | None]) -> Counter[str]:
+    """The counters after a series of (before, after) state changes."""
+    counts: Counter[str] = Counter()
+    for before, after in transitions:
+        counts.update(deltas(before, after))
+    return +counts
 
 
 def test_counts_follow_the_lifecycle_in_every_scope():
-    a, b = uuid.uuid4(), uuid.uuid4()
-    counts = run(
-        [
-            created(a),
-            created(b, provider=None, zone=None, task_type="REFINE"),
-            status(a, TaskStatus.EXECUTING),
-            status(a, TaskStatus.COMPLETED),
-            status(b, TaskStatus.CANCELLED),
-        ]
+    a = task()
+    b = task(provider=None, zone=None, task_type="REFINE")
+    a_running = replace(a, status=TaskStatus.EXECUTING, progress=10.0)
+    a_done = replace(a_running, status=TaskStatus.COMPLETED, progress=100.0)
+    counts = moved(
+        (None, a),
+        (None, b),
+        (a, a_running),
+        (a_running, a_done),
+        (b, replace(b, status=TaskStatus.CANCELLED)),
     )
     stats = aggregate([counts], "*", NOW + timedelta(minutes=5))
     assert stats == {
@@ -67,28 +59,24 @@ def test_counts_follow_the_lifecycle_in_every_scope():
     }
     assert aggregate([counts], "z:eu", NOW)["total_tasks"] == 1
     assert aggregate([counts], "i:prod", NOW)["by_status"] == {"COMPLETED": 1, "CANCELLED": 1}
+    assert aggregate([counts], "iz:prod/eu", NOW)["by_task_type"] == {"GENERATION": 1}
 
 
-def test_redelivered_events_change_nothing():
-    a = uuid.uuid4()
-    once = run([created(a), status(a, TaskStatus.EXECUTING), status(a, TaskStatus.COMPLETED)])
-    twice = run(
-        [
-            created(a),
-            created(a),
-            status(a, TaskStatus.EXECUTING),
-            status(a, TaskStatus.EXECUTING),
-            status(a, TaskStatus.COMPLETED),
-            status(a, TaskStatus.COMPLETED),
-        ]
-    )
-    assert +once == +twice
+def test_changes_that_do_not_move_a_counter_make_no_delta():
+    a = task()
+    assert deltas(a, replace(a, progress=50.0, version=2, fields={"x": 1})) == {}
+    assert deltas(a, replace(a, is_deleted=True, deleted_at=NOW)) == {}  # cleanup keeps the task
+
+
+def test_a_provider_change_moves_the_task_between_providers():
+    a = task(provider="echo")
+    counts = moved((None, a), (a, replace(a, provider_type="local")))
+    assert aggregate([counts], "*", NOW)["by_provider"] == {"local": 1}
 
 
 def test_hard_delete_removes_a_task_and_windows_age_out():
-    a, old = uuid.uuid4(), uuid.uuid4()
-    gone = TaskDeleted(task_id=a, command_id=uuid.uuid4(), version=2, hard=True, timestamp=NOW)
-    counts = run([created(a), created(old, at=NOW - timedelta(hours=3)), gone])
+    a, old = task(), task(at=NOW - timedelta(hours=3))
+    counts = moved((None, a), (None, old), (a, None))
     stats = aggregate([counts], "*", NOW)
     assert stats["total_tasks"] == 1 and stats["by_status"] == {"PENDING": 1}
     assert (stats["tasks_last_hour"], stats["tasks_last_24h"]) == (0, 1)
@@ -96,29 +84,70 @@ def test_hard_delete_removes_a_task_and_windows_age_out():
 
 
 def test_partitions_are_summed():
-    a, b = uuid.uuid4(), uuid.uuid4()
-    assert aggregate([run([created(a)]), run([created(b)])], "*", NOW)["total_tasks"] == 2
+    assert aggregate([moved((None, task())), moved((None, task()))], "*", NOW)["total_tasks"] == 2
 
 
-def test_counters_rebuilt_from_facts_equal_the_incremental_ones():
-    """After a crash the counters are recomputed from the facts table alone."""
-    from processors.task_counts import created_event
+def run(table: dict, partition: int, offsets: dict, changes: dict, only: set | None = None):
+    """Apply one delta record to a dict standing for the table (optionally only some keys,
+    as if the process died between the writes)."""
+    for key, grouped in table_keys(partition, changes).items():
+        if only is not None and key not in only:
+            continue
+        new = apply(table.get(key), offsets, grouped)
+        if new is not None:
+            table[key] = new
 
-    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    events = [
-        created(a),
-        created(b, zone=None),
-        created(c, at=NOW - timedelta(hours=2)),
-        status(a, TaskStatus.EXECUTING),
-        status(a, TaskStatus.FAILED),
-        status(b, TaskStatus.CANCELLED),
-    ]
-    facts, incremental = {}, Counter()
-    for event in events:
-        new, deltas = count(facts.get(event.task_id), event)
-        facts[event.task_id] = new
-        incremental.update(deltas)
-    rebuilt = Counter()
-    for f in facts.values():
-        rebuilt.update(count(None, created_event(f))[1])
-    assert +rebuilt == +incremental
+
+def snapshot(table: dict) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for value in table.values():
+        total.update(value["counts"])
+    return +total
+
+
+def test_a_delta_is_counted_once_however_often_it_is_read():
+    first = deltas(None, task())
+    second = deltas(None, task(task_type="REFINE"))
+    once, again = {}, {}
+    run(once, 0, {"tasks.commands": 4}, first)
+    run(once, 0, {"tasks.commands": 9, "inference.status": 2}, second)
+    for offsets, changes in [
+        ({"tasks.commands": 4}, first),
+        ({"tasks.commands": 4}, first),  # republished from the outbox
+        ({"tasks.commands": 9, "inference.status": 2}, second),
+        ({"tasks.commands": 4}, first),  # a stale copy after a newer delta
+        ({"tasks.commands": 9, "inference.status": 2}, second),
+    ]:
+        run(again, 0, offsets, changes)
+    assert (
+        snapshot(again) == snapshot(once) == moved((None, task()), (None, task(task_type="REFINE")))
+    )
+
+
+def test_a_delta_from_a_batch_of_other_topics_only_is_new():
+    a = task()
+    table: dict = {}
+    run(table, 0, {"tasks.commands": 4}, deltas(None, a))
+    running = replace(a, status=TaskStatus.EXECUTING)
+    run(table, 0, {"inference.status": 0}, deltas(a, running))
+    assert aggregate([snapshot(table)], "*", NOW)["by_status"] == {"EXECUTING": 1}
+
+
+def test_a_delta_half_applied_before_a_crash_completes_on_replay():
+    changes = moved((None, task()), (None, task(at=NOW - timedelta(hours=2))))
+    keys = sorted(table_keys(0, changes))
+    assert len(keys) >= 3  # totals and two hours of buckets, per scope
+    whole, torn = {}, {}
+    run(whole, 0, {"tasks.commands": 1}, changes)
+    run(torn, 0, {"tasks.commands": 1}, changes, only=set(keys[: len(keys) // 2]))
+    run(torn, 0, {"tasks.commands": 1}, changes)  # redelivered after the restart
+    assert snapshot(torn) == snapshot(whole) == +changes
+
+
+def test_hours_expire_only_past_the_window():
+    keys = table_keys(3, deltas(None, task()))
+    assert all(k.startswith("3|") for k in keys)
+    hours = [k for k in keys if not k.endswith("|all")]
+    assert hours and not any(expired(k, NOW + timedelta(hours=24)) for k in hours)
+    assert all(expired(k, NOW + timedelta(hours=25)) for k in hours)
+    assert not any(expired(k, NOW + timedelta(days=9)) for k in keys if k.endswith("|all"))
