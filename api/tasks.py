@@ -37,6 +37,7 @@ from api.task_models import (
 )
 from api.task_queries import TaskFilter, public
 from state.storage import task_folder
+from streams.partitioning import StickyTaskIds
 from streams.records import (
     TRAINING_TASK_TYPE as TRAINING,
 )
@@ -48,6 +49,7 @@ from streams.records import (
     TaskStatus,
     UpdateTask,
 )
+from streams.topics import TASK_COMMANDS
 
 logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -57,6 +59,8 @@ _ANY_UPDATE = TypeAdapter(
     TaskPublicUpdate | ExperimentalFalTaskPublicUpdate | LLMInteractionTaskPublicUpdate
 )
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6b8f5e-54d4-4f4e-8f38-2f1f0d7c9a21")
+# Tasks created together share a tasks.commands partition, and so their produce requests.
+new_task_id = StickyTaskIds(TASK_COMMANDS.partitions).new
 
 
 class ListQuery(BaseModel):
@@ -255,7 +259,7 @@ async def create_task(request: web.Request) -> web.Response:
             content_type="application/json",
         )
     # The key binds the task id, so concurrent retries with one key target the same task.
-    task_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}\0{key}") if key else uuid.uuid4()
+    task_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}\0{key}") if key else new_task_id()
     payload = body.model_dump(mode="json", exclude_none=True)
     payload["origin_tenant_id"] = tenant
     command = CreateTask(

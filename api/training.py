@@ -11,7 +11,6 @@ row: its fields hold the create body plus what the worker reported (stage, step,
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +22,7 @@ from api.task_queries import TaskFilter
 from api.tasks import (
     command_head,
     creating_tenant,
+    new_task_id,
     parse_body,
     parse_query,
     read_task,
@@ -91,7 +91,7 @@ async def create_training(request: web.Request) -> web.Response:
     as `null` takes its default."""
     body: TrainingTaskCreate = await parse_body(request, TrainingTaskCreate)
     tenant = creating_tenant(request, body.origin_tenant_id)
-    task_id = uuid.uuid4()
+    task_id = new_task_id()
     payload = {**SERVER_SIDE, **body.model_dump(mode="json"), "origin_tenant_id": tenant}
     command = CreateTask(
         **{**command_head(request, task_id), "tenant": tenant},

@@ -13,9 +13,10 @@ Counters are keyed `<scope>|<dimension>|<value>`:
     scopes      *  (all tasks), i:<origin_instance>, z:<origin_zone>, iz:<instance>/<zone>
     dimensions  total, status, task_type, provider, created_minute (epoch minutes)
 
-The tables hold them under keys `<partition>|<scope>|<group>` (`table_keys`): group `all` for
-the totals by status, task type and provider, `h<epoch hour>` for that hour's created_minute
-buckets, so a write touches a handful of small values and old hours can be dropped whole.
+The tables hold them under keys `<partition>|<group>` (`table_keys`): group `all` for the
+totals by status, task type and provider of every scope, `h<epoch hour>` for that hour's
+created_minute buckets, so a delta writes two small values (the table's changelog costs a
+produce request per write) and old hours can be dropped whole.
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ def deltas(before: TaskState | None, after: TaskState | None) -> dict[str, int]:
 
 
 def table_key(partition: int, counter: str) -> str:
-    scope, dimension, value = counter.split("|", 2)
+    _, dimension, value = counter.split("|", 2)
     group = f"h{int(value) // 60}" if dimension == "created_minute" else "all"
-    return f"{partition}|{scope}|{group}"
+    return f"{partition}|{group}"
 
 
 def table_keys(partition: int, changes: Mapping[str, int]) -> dict[str, dict[str, int]]:

@@ -1,15 +1,18 @@
 """The task processor: the single writer of task state.
 
 Consumes `tasks.commands` and the workers' status topics (co-partitioned by task id, range
-assignor, so one member owns all of a task's messages). For each partition's share of a
-consumed batch it runs one Postgres transaction that checks the partition's ownership epoch,
-loads the tasks (locked), applies `task_machine.handle` to every message in order, and
-writes the new states, the command outcomes (with NOTIFY for the API), the consumed offsets
-and an outbox of the events and jobs to publish, with one `TaskCountsDelta` per partition
-for the stream tables (the batch's change to the task counters, see `task_counts`). After commit the outbox rows are produced
-without waiting; each acknowledged row is deleted in the next batch's transaction, and a
-delivery failure stops the member. Leftovers from a crash are published when the partition is
-next assigned, so every row is published at least once, in order.
+assignor, so one member owns all of a task's messages). For each consumed batch it reads the
+tasks, applies `task_machine.handle` to every message in order, and writes in one statement
+(one round trip, one transaction) the new states, the command outcomes (with NOTIFY for the
+API), the consumed offsets and an outbox of the events and jobs to publish, with one
+`TaskCountsDelta` per partition for the stream tables (the batch's change to the task
+counters, see `task_counts`). The write first locks the batch's partition ownership rows and
+checks their epochs: a member that lost a partition (a zombie) writes nothing, and as only
+a partition's owner writes its tasks, the plain read before is as good as a locked one.
+After commit the outbox rows are produced without waiting; each acknowledged row is deleted
+by the next batch's write, and a delivery failure stops the member. Leftovers from a crash
+are published when the partition is next assigned, so every row is published at least
+once, in order.
 
 A crash at any point therefore loses nothing and applies nothing twice: state and offsets
 commit together, and a record published twice carries the same ids and versions.
@@ -30,6 +33,7 @@ from processors import task_counts
 from processors.task_machine import TaskState, handle
 from state import offsets, task_store
 from state.db import Database
+from state.task_store import BatchWrite
 from streams.consumer import PoisonMessage, dead_letter, group_config, next_batch
 from streams.producer import DeliveryError, RecordProducer
 from streams.records import CommandOutcome, InferenceJob, Record, TaskCountsDelta, TrainingJob
@@ -157,10 +161,14 @@ class TaskProcessor:
             self._send_and_clear(self._apply(epochs, batch))
 
     def _apply(self, epochs: dict[int, int], batch: list[Message]) -> list[OutboxRow]:
-        """Apply a batch in one transaction; return the outbox rows it wrote.
+        """Apply a batch with one read of its tasks and one write: a single statement, so one
+        transaction, of the new states, the verdicts, the offsets and the outbox rows, which
+        it returns.
 
-        Also deletes the outbox rows acknowledged since the previous batch: a crash before this
-        commit only means they are published once more (same ids, harmless).
+        The write also deletes the outbox rows acknowledged since the previous batch: a crash
+        before it commits only means they are published once more (same ids, harmless). When
+        a partition turns out to belong to another epoch nothing is written: its messages
+        are left to the owner and the rest of the batch is applied again.
         """
         decoded: list[tuple[Message, Record]] = []
         for msg in batch:
@@ -170,72 +178,80 @@ class TaskProcessor:
                 dead_letter(self._producer, msg, exc, GROUP)
         if len(decoded) < len(batch):
             self._producer.flush()  # dead letters durable before their offsets commit
-        now = self._clock()
         published = self._published[:]
-        with self._db.transaction() as conn:
-            fenced = task_store.fenced(conn, GROUP, epochs)
-            for partition, owner in fenced.items():
+        while batch:
+            write = self._decide(decoded, self._clock())
+            write.epochs = epochs
+            write.published = published
+            write.offsets = {(m.topic(), m.partition()): m.offset() for m in batch}
+            written = task_store.apply_batch(self._db, write)
+            if not written.fenced:
+                del self._published[: len(published)]
+                self.applied += len(decoded)
+                return [(i, *row) for i, row in zip(written.outbox_ids, write.outbox, strict=True)]
+            for partition in written.fenced:
                 logger.warning(
-                    "partition %d belongs to epoch %s, not %d: leaving its messages to the owner",
+                    "partition %d no longer belongs to epoch %d: leaving its messages to the owner",
                     partition,
-                    owner,
                     epochs[partition],
                 )
-            if fenced:
-                with self._lock:
-                    for partition in fenced:
-                        self._epochs.pop(partition, None)
-                decoded = [(m, r) for m, r in decoded if m.partition() not in fenced]
-                batch = [m for m in batch if m.partition() not in fenced]
-            task_store.clear_outbox(conn, published)
-            states: dict[UUID, TaskState | None] = dict(
-                task_store.load(conn, {record.task_id for _, record in decoded})
-            )
-            before = dict(states)
-            partition_of: dict[UUID, int] = {}
-            outcomes: list[CommandOutcome] = []
-            rows: list[tuple[int, str, str, bytes]] = []
-            for msg, record in decoded:
-                decision = handle(states.get(record.task_id), record, now)
-                states[record.task_id] = decision.state
-                key = str(record.task_id)
-                partition = msg.partition()
-                partition_of[record.task_id] = partition
-                for event in decision.events:
-                    rows.append((partition, TASK_EVENTS.name, key, self._serde.serialize(event)))
-                for job in decision.jobs:
-                    topic = TRAINING_JOBS if isinstance(job, TrainingJob) else INFERENCE_JOBS
-                    rows.append((partition, topic.name, key, self._serde.serialize(job)))
-                if decision.outcome is not None:
-                    outcomes.append(decision.outcome)
-                    outcome = self._serde.serialize(decision.outcome)
-                    rows.append((partition, TASK_EVENTS.name, key, outcome))
-            rows += self._count_deltas(batch, partition_of, before, states)
-            changed = [s for tid, s in states.items() if s is not None and s is not before.get(tid)]
-            task_store.save(conn, changed)
-            task_store.delete(conn, [t for t, s in states.items() if s is None and before.get(t)])
-            task_store.record_outcomes(conn, outcomes)
-            offsets.store_many(conn, GROUP, {(m.topic(), m.partition()): m.offset() for m in batch})
-            ids = task_store.add_to_outbox(conn, rows)
-        del self._published[: len(published)]
-        self.applied += len(decoded)
-        return [(i, *row) for i, row in zip(ids, rows, strict=True)]
+            with self._lock:
+                for partition in written.fenced:
+                    self._epochs.pop(partition, None)
+            epochs = {p: e for p, e in epochs.items() if p not in written.fenced}
+            decoded = [(m, r) for m, r in decoded if m.partition() in epochs]
+            batch = [m for m in batch if m.partition() in epochs]
+        return []
+
+    def _decide(self, decoded: list[tuple[Message, Record]], now: datetime) -> BatchWrite:
+        """Run the state machine over the batch's records, in order: the write it makes."""
+        states: dict[UUID, TaskState | None] = dict(
+            task_store.load(self._db, {record.task_id for _, record in decoded})
+        )
+        before = dict(states)
+        partition_of: dict[UUID, int] = {}
+        offsets: dict[int, dict[str, int]] = defaultdict(dict)
+        outcomes: list[CommandOutcome] = []
+        rows: list[tuple[int, str, str, bytes]] = []
+        for msg, record in decoded:
+            decision = handle(states.get(record.task_id), record, now)
+            states[record.task_id] = decision.state
+            key = str(record.task_id)
+            partition = msg.partition()
+            partition_of[record.task_id] = partition
+            offsets[partition][msg.topic()] = msg.offset()
+            for event in decision.events:
+                rows.append((partition, TASK_EVENTS.name, key, self._serde.serialize(event)))
+            for job in decision.jobs:
+                topic = TRAINING_JOBS if isinstance(job, TrainingJob) else INFERENCE_JOBS
+                rows.append((partition, topic.name, key, self._serde.serialize(job)))
+            if decision.outcome is not None:
+                outcomes.append(decision.outcome)
+                outcome = self._serde.serialize(decision.outcome)
+                rows.append((partition, TASK_EVENTS.name, key, outcome))
+        rows += self._count_deltas(offsets, partition_of, before, states)
+        return BatchWrite(
+            group=GROUP,
+            epochs={},
+            saved=[s for t, s in states.items() if s is not None and s is not before.get(t)],
+            deleted=[t for t, s in states.items() if s is None and before.get(t)],
+            outcomes=outcomes,
+            outbox=rows,
+        )
 
     def _count_deltas(
         self,
-        batch: list[Message],
+        source: dict[int, dict[str, int]],
         partition_of: dict[UUID, int],
         before: dict[UUID, TaskState | None],
         after: dict[UUID, TaskState | None],
     ) -> list[tuple[int, str, str, bytes]]:
-        """Outbox rows of one `TaskCountsDelta` per partition whose counters the batch moved."""
+        """Outbox rows of one `TaskCountsDelta` per partition whose counters the batch moved,
+        with the last offset of each topic the batch consumed there (`source`)."""
         changes: dict[int, Counter[str]] = defaultdict(Counter)
         for task_id, partition in partition_of.items():
             if after.get(task_id) is not before.get(task_id):
                 changes[partition].update(task_counts.deltas(before.get(task_id), after[task_id]))
-        source: dict[int, dict[str, int]] = defaultdict(dict)
-        for msg in batch:  # in consumption order: the last offset of each topic wins
-            source[msg.partition()][msg.topic()] = msg.offset()
         rows = []
         for partition, change in sorted(changes.items()):
             moved = {k: v for k, v in change.items() if v}

@@ -33,7 +33,10 @@ class Database:
     """Synchronous pool, for consumer threads, migrations and the CLI."""
 
     def __init__(self, url: str, min_size: int = 1, max_size: int = 4) -> None:
-        self._pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False)
+        # autocommit: `execute` is one round trip; `transaction()` still brackets the rest
+        self._pool = ConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+        )
 
     def open(self, timeout: float = 30.0) -> Database:
         self._pool.open(wait=True, timeout=timeout)
@@ -53,6 +56,15 @@ class Database:
         try:
             with self._pool.connection() as conn, conn.transaction():
                 yield conn
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    def execute(self, query: Query, params: Params = ()) -> list[tuple]:
+        """The rows of one statement run as its own transaction (one round trip)."""
+        try:
+            with self._pool.connection() as conn:
+                cursor = conn.execute(query, params)
+                return cursor.fetchall() if cursor.description is not None else []
         except psycopg.Error as exc:
             raise _translate(exc) from exc
 

@@ -1,13 +1,15 @@
 """Task state rows, command outcomes, the outbox and partition fencing (Postgres).
 
-Used by the task processor inside its per-batch transaction; all SQL is composed from fixed
-identifiers with `psycopg.sql`, values always passed as parameters.
+Used by the task processor: per batch one read (`load`) and one write (`apply_batch`); all
+SQL is composed from fixed identifiers with `psycopg.sql`, values always passed as
+parameters.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,28 +18,93 @@ import psycopg
 from psycopg import sql
 
 from processors.task_machine import TaskState
+from state.db import Database
 from streams.records import CommandOutcome, ErrorCategory, TaskStatus
 
 COLUMNS: tuple[str, ...] = tuple(f for f in TaskState.__dataclass_fields__ if f != "task_id")
-# One statement per batch: the rows travel as one JSON array that Postgres turns into typed
-# records (jsonb_populate_recordset), instead of one parameter per column per row.
-_UPSERT = sql.SQL(
-    "INSERT INTO tasks (id, {cols}) SELECT id, {cols}"
-    " FROM jsonb_populate_recordset(NULL::tasks, %s::jsonb) ON CONFLICT (id) DO UPDATE SET {sets}"
-).format(
-    cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-    sets=sql.SQL(", ").join(
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in COLUMNS
-    ),
+_COLS = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+
+_SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%s)").format(cols=_COLS).as_string()
+
+# A batch's whole write is one statement, so one round trip and its own transaction.
+# `owners` locks the batch's partition ownership rows first (every write below waits on
+# `go`, which reads it), so a new owner cannot claim a partition until the batch commits;
+# if any partition belongs to another epoch now, nothing is written and the fenced partitions
+# come back. Task rows travel as one JSON array that Postgres turns into typed records
+# (jsonb_populate_recordset) instead of a parameter per column per row. A stored verdict
+# wakes the API waiters (pg_notify, delivered on commit) with `<command_id> <outcome>`; a
+# replayed verdict is neither stored nor sent again. Outbox ids come from a sequence drawn in
+# insertion order, which ORDER BY n fixes.
+_APPLY = (
+    sql.SQL(
+        """
+WITH owners AS (
+    SELECT partition, epoch FROM partition_owners
+    WHERE group_id = %(group)s AND partition = ANY(%(partitions)s::int[])
+    FOR UPDATE
+), fenced AS (
+    SELECT coalesce(array_agg(u.p ORDER BY u.p), '{{}}') AS partitions
+    FROM unnest(%(partitions)s::int[], %(epochs)s::bigint[]) AS u(p, e)
+    WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.partition = u.p AND o.epoch = u.e)
+), go AS (
+    SELECT cardinality(partitions) = 0 AS ok FROM fenced
+), cleared AS (
+    DELETE FROM outbox WHERE id = ANY(%(published)s::bigint[]) AND (SELECT ok FROM go)
+), saved AS (
+    INSERT INTO tasks (id, {cols})
+    SELECT id, {cols} FROM jsonb_populate_recordset(NULL::tasks, %(tasks)s::jsonb)
+    WHERE (SELECT ok FROM go)
+    ON CONFLICT (id) DO UPDATE SET {sets}
+), removed AS (
+    DELETE FROM tasks WHERE id = ANY(%(deleted)s::uuid[]) AND (SELECT ok FROM go)
+), stored AS (
+    INSERT INTO command_outcomes
+        (command_id, task_id, command_type, outcome, reason, status_code, version)
+    SELECT * FROM unnest(%(command_ids)s::uuid[], %(task_ids)s::uuid[], %(command_types)s::text[],
+        %(outcomes)s::text[], %(reasons)s::text[], %(status_codes)s::int[], %(versions)s::bigint[])
+    WHERE (SELECT ok FROM go)
+    ON CONFLICT (command_id) DO NOTHING
+    RETURNING command_id, outcome
+), notified AS (
+    SELECT count(pg_notify('command_outcomes', command_id::text || ' ' || outcome)) AS n
+    FROM stored
+), consumed AS (
+    INSERT INTO consumed_offsets (group_id, topic, partition, next_offset)
+    SELECT %(group)s, t, p, o + 1
+    FROM unnest(%(offset_topics)s::text[], %(offset_partitions)s::int[], %(offsets)s::bigint[])
+        AS u(t, p, o)
+    WHERE (SELECT ok FROM go)
+    ON CONFLICT (group_id, topic, partition) DO UPDATE
+    SET next_offset = EXCLUDED.next_offset, updated_at = now()
+    WHERE consumed_offsets.next_offset < EXCLUDED.next_offset
+), queued AS (
+    INSERT INTO outbox (partition, topic, key, value)
+    SELECT p, t, k, v
+    FROM unnest(%(outbox_partitions)s::int[], %(outbox_topics)s::text[], %(outbox_keys)s::text[],
+        %(outbox_values)s::bytea[]) WITH ORDINALITY AS u(p, t, k, v, n)
+    WHERE (SELECT ok FROM go)
+    ORDER BY n
+    RETURNING id
 )
-_SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%s) FOR UPDATE").format(
-    cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+SELECT (SELECT partitions FROM fenced),
+       (SELECT coalesce(array_agg(id ORDER BY id), '{{}}') FROM queued),
+       (SELECT n FROM notified)
+"""
+    )
+    .format(
+        cols=_COLS,
+        sets=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in COLUMNS
+        ),
+    )
+    .as_string()
 )
 
 
-def load(conn: psycopg.Connection, task_ids: Iterable[UUID]) -> dict[UUID, TaskState]:
-    """The tasks' current states, locked until the transaction ends."""
-    rows = conn.execute(_SELECT, (list(task_ids),)).fetchall()
+def load(db: Database, task_ids: Iterable[UUID]) -> dict[UUID, TaskState]:
+    """The tasks' current states (a plain read: the batch write checks the partitions are
+    still this member's, and only a partition's owner writes its tasks)."""
+    rows = db.execute(_SELECT, (list(task_ids),))
     return {row[0]: _state(row) for row in rows}
 
 
@@ -49,10 +116,79 @@ def _state(row: Sequence[Any]) -> TaskState:
     return TaskState(task_id=row[0], **values)
 
 
-def save(conn: psycopg.Connection, states: Iterable[TaskState]) -> None:
-    rows = [{**vars(state), "id": state.task_id} for state in states]
-    if rows:
-        conn.execute(_UPSERT, (json.dumps(rows, default=_json_scalar),))
+@dataclass
+class BatchWrite:
+    """Everything one batch of the task processor writes, in one transaction."""
+
+    group: str
+    epochs: dict[int, int]  # partition -> the epoch this member holds it at
+    published: Sequence[int] = ()  # outbox ids acknowledged since the last batch: deleted
+    saved: Sequence[TaskState] = ()
+    deleted: Sequence[UUID] = ()
+    outcomes: Sequence[CommandOutcome] = ()
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # last applied
+    outbox: Sequence[tuple[int, str, str, bytes]] = ()  # (partition, topic, key, value)
+
+
+@dataclass(frozen=True)
+class BatchWritten:
+    fenced: list[int]  # partitions another epoch owns: nothing was written
+    outbox_ids: list[int]  # in the order of `BatchWrite.outbox`
+
+
+def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
+    rows = [{**vars(state), "id": state.task_id} for state in batch.saved]
+    outcomes = [
+        (
+            o.command_id,
+            o.task_id,
+            o.command_type,
+            o.outcome.value,
+            o.reason,
+            o.status_code,
+            o.version,
+        )
+        for o in batch.outcomes
+    ]
+    outcome_columns = [list(c) for c in zip(*outcomes, strict=True)] if outcomes else [[]] * 7
+    outbox_columns = (
+        [list(c) for c in zip(*batch.outbox, strict=True)] if batch.outbox else [[]] * 4
+    )
+    params = {
+        "group": batch.group,
+        "partitions": list(batch.epochs),
+        "epochs": list(batch.epochs.values()),
+        "published": list(batch.published),
+        "tasks": json.dumps(rows, default=_json_scalar),
+        "deleted": list(batch.deleted),
+        **dict(
+            zip(
+                (
+                    "command_ids",
+                    "task_ids",
+                    "command_types",
+                    "outcomes",
+                    "reasons",
+                    "status_codes",
+                    "versions",
+                ),
+                outcome_columns,
+                strict=True,
+            )
+        ),
+        "offset_topics": [t for t, _ in batch.offsets],
+        "offset_partitions": [p for _, p in batch.offsets],
+        "offsets": list(batch.offsets.values()),
+        **dict(
+            zip(
+                ("outbox_partitions", "outbox_topics", "outbox_keys", "outbox_values"),
+                outbox_columns,
+                strict=True,
+            )
+        ),
+    }
+    ((fenced, ids, _),) = db.execute(_APPLY, params)
+    return BatchWritten(fenced=list(fenced), outbox_ids=list(ids))
 
 
 def _json_scalar(value: object) -> str:
@@ -61,64 +197,6 @@ def _json_scalar(value: object) -> str:
     if isinstance(value, UUID):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not a task column type")
-
-
-def delete(conn: psycopg.Connection, task_ids: Sequence[UUID]) -> None:
-    if task_ids:
-        conn.execute("DELETE FROM tasks WHERE id = ANY(%s)", (list(task_ids),))
-
-
-def record_outcomes(conn: psycopg.Connection, outcomes: Sequence[CommandOutcome]) -> None:
-    """Store verdicts and wake the API waiters (NOTIFY is delivered on commit).
-
-    The notification's payload is `<command_id> <outcome>`, so a waiter learns an APPLIED
-    verdict without reading the table; a replayed verdict is neither stored nor sent again.
-    """
-    if not outcomes:
-        return
-    columns = zip(
-        *(
-            (
-                o.command_id,
-                o.task_id,
-                o.command_type,
-                o.outcome.value,
-                o.reason,
-                o.status_code,
-                o.version,
-            )
-            for o in outcomes
-        ),
-        strict=True,
-    )
-    conn.execute(
-        "WITH stored AS ("
-        " INSERT INTO command_outcomes"
-        " (command_id, task_id, command_type, outcome, reason, status_code, version)"
-        " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::text[],"
-        " %s::int[], %s::bigint[])"
-        " ON CONFLICT (command_id) DO NOTHING RETURNING command_id, outcome)"
-        " SELECT pg_notify('command_outcomes', command_id::text || ' ' || outcome) FROM stored",
-        [list(c) for c in columns],
-    )
-
-
-def add_to_outbox(
-    conn: psycopg.Connection, rows: Sequence[tuple[int, str, str, bytes]]
-) -> list[int]:
-    """Queue (partition, topic, key, value) records for publication, in one statement;
-    returns their outbox ids in the order of `rows`."""
-    if not rows:
-        return []
-    partitions, topics, keys, values = zip(*rows, strict=True)
-    ids = conn.execute(
-        "INSERT INTO outbox (partition, topic, key, value)"
-        " SELECT p, t, k, v FROM unnest(%s::int[], %s::text[], %s::text[], %s::bytea[])"
-        " WITH ORDINALITY AS u(p, t, k, v, n) ORDER BY n RETURNING id",
-        (list(partitions), list(topics), list(keys), list(values)),
-    ).fetchall()
-    # ids come from a sequence drawn in insertion order, which ORDER BY n fixes
-    return sorted(i for (i,) in ids)
 
 
 def pending_outbox(
@@ -131,12 +209,6 @@ def pending_outbox(
     ).fetchall()
 
 
-def clear_outbox(conn: psycopg.Connection, ids: Sequence[int]) -> None:
-    if not ids:
-        return
-    conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", (list(ids),))
-
-
 def claim(conn: psycopg.Connection, group: str, partition: int, owner: str) -> int:
     """Take a partition over: bump and return its epoch."""
     return conn.execute(
@@ -145,17 +217,3 @@ def claim(conn: psycopg.Connection, group: str, partition: int, owner: str) -> i
         " SET epoch = partition_owners.epoch + 1, owner = EXCLUDED.owner RETURNING epoch",
         (group, partition, owner),
     ).fetchone()[0]
-
-
-def fenced(conn: psycopg.Connection, group: str, epochs: dict[int, int]) -> dict[int, int | None]:
-    """The partitions whose epoch in `epochs` no longer owns them, with the epoch that does.
-
-    Locks the ownership rows for the transaction, so no new owner can claim them meanwhile.
-    """
-    rows = conn.execute(
-        "SELECT partition, epoch FROM partition_owners"
-        " WHERE group_id = %s AND partition = ANY(%s) FOR UPDATE",
-        (group, list(epochs)),
-    ).fetchall()
-    current: dict[int, int] = dict(rows)
-    return {p: current.get(p) for p, e in epochs.items() if current.get(p) != e}

@@ -1,0 +1,137 @@
+"""The task processor's batch write against real Postgres: one statement that fences, writes
+states, verdicts, offsets and outbox rows together, or nothing at all."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import psycopg
+
+from processors.task_machine import TaskState
+from state import offsets, task_store
+from state.task_store import BatchWrite
+from streams.records import CommandOutcome, CommandOutcomeKind, TaskStatus
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+GROUP = "g"
+
+
+def state(**changes) -> TaskState:
+    base = TaskState(
+        task_id=uuid.uuid4(),
+        task_type="GENERATION",
+        status=TaskStatus.PENDING,
+        version=1,
+        created_at=NOW,
+        updated_at=NOW,
+        provider_type="echo",
+        fields={"prompt": "a red circle"},
+    )
+    return replace(base, **changes)
+
+
+def verdict(task: TaskState, command_id: uuid.UUID) -> CommandOutcome:
+    return CommandOutcome(
+        command_id=command_id,
+        task_id=task.task_id,
+        command_type="CreateTask",
+        outcome=CommandOutcomeKind.APPLIED,
+        version=task.version,
+        timestamp=NOW,
+    )
+
+
+def claim(db, partition: int) -> int:
+    with db.transaction() as conn:
+        return task_store.claim(conn, GROUP, partition, "member")
+
+
+def rows(db, query: str) -> list[tuple]:
+    return db.execute(query)
+
+
+def test_a_batch_lands_whole_with_its_verdicts_offsets_and_outbox_in_order(db, database_url):
+    epoch = claim(db, 0)
+    task = state()
+    command_id = uuid.uuid4()
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN command_outcomes")
+        written = task_store.apply_batch(
+            db,
+            BatchWrite(
+                group=GROUP,
+                epochs={0: epoch},
+                saved=[task],
+                outcomes=[verdict(task, command_id)],
+                offsets={("tasks.commands", 0): 41},
+                outbox=[(0, "tasks.events", str(task.task_id), b"first"), (0, "t", "k", b"2nd")],
+            ),
+        )
+        notes = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert written.fenced == []
+    assert len(written.outbox_ids) == 2 and written.outbox_ids == sorted(written.outbox_ids)
+    assert task_store.load(db, [task.task_id]) == {task.task_id: task}
+    assert notes == [f"{command_id} APPLIED"]
+    with db.transaction() as conn:
+        assert offsets.load(conn, GROUP, "tasks.commands") == {0: 42}
+        assert task_store.pending_outbox(conn, 0) == [
+            (written.outbox_ids[0], 0, "tasks.events", str(task.task_id), b"first"),
+            (written.outbox_ids[1], 0, "t", "k", b"2nd"),
+        ]
+
+    # The next batch deletes what was published, updates the row and stores no verdict twice.
+    done = replace(task, status=TaskStatus.COMPLETED, version=2, progress=100.0)
+    again = task_store.apply_batch(
+        db,
+        BatchWrite(
+            group=GROUP,
+            epochs={0: epoch},
+            published=written.outbox_ids,
+            saved=[done],
+            outcomes=[verdict(task, command_id)],  # a replayed verdict
+            offsets={("tasks.commands", 0): 40, ("inference.status", 0): 3},
+        ),
+    )
+    assert again.fenced == [] and again.outbox_ids == []
+    assert task_store.load(db, [task.task_id]) == {task.task_id: done}
+    assert rows(db, "SELECT count(*) FROM command_outcomes") == [(1,)]
+    assert rows(db, "SELECT count(*) FROM outbox") == [(0,)]
+    with db.transaction() as conn:  # offsets never move back
+        assert offsets.load(conn, GROUP, "tasks.commands") == {0: 42}
+        assert offsets.load(conn, GROUP, "inference.status") == {0: 4}
+
+
+def test_a_member_that_lost_a_partition_writes_nothing(db):
+    old = claim(db, 1)
+    mine = claim(db, 2)
+    claim(db, 1)  # another member took partition 1 over
+    task = state()
+    before = rows(db, "SELECT count(*) FROM consumed_offsets")
+    written = task_store.apply_batch(
+        db,
+        BatchWrite(
+            group=GROUP,
+            epochs={1: old, 2: mine},
+            saved=[task],
+            outcomes=[verdict(task, uuid.uuid4())],
+            offsets={("tasks.commands", 1): 7, ("tasks.commands", 2): 9},
+            outbox=[(2, "tasks.events", "k", b"v")],
+        ),
+    )
+    assert written.fenced == [1] and written.outbox_ids == []
+    assert task_store.load(db, [task.task_id]) == {}
+    assert rows(db, "SELECT count(*) FROM command_outcomes") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM outbox") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM consumed_offsets") == before
+    # A partition never claimed is not ours either.
+    assert task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={5: 1})).fenced == [5]
+
+
+def test_a_hard_delete_removes_the_row(db):
+    epoch = claim(db, 0)
+    task = state()
+    task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={0: epoch}, saved=[task]))
+    task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={0: epoch}, deleted=[task.task_id]))
+    assert task_store.load(db, [task.task_id]) == {}
