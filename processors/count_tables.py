@@ -28,6 +28,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import faust
+import uvloop
 from faust.sensors.monitor import Monitor
 
 from processors import task_counts
@@ -91,8 +92,8 @@ class CountTables:
         self.joined = threading.Event()
         self.applied = 0
         # faust would create (and never close) a loop in this thread on first use; give it
-        # the one its thread will run instead.
-        self._loop = asyncio.new_event_loop()
+        # the one its thread will run instead (uvloop: less overhead per callback).
+        self._loop = uvloop.new_event_loop()
         self.app = faust.App(
             APP_ID,
             loop=self._loop,

@@ -5,13 +5,15 @@ Every taskstream producer partitions by key with librdkafka's default partitione
 
 librdkafka sends a produce request per partition, so commands for tasks created in the
 same few milliseconds cost one request each when their random ids spread them over every
-partition, and so do the events, jobs and reports that follow them through the co-partitioned
-topics. `StickyTaskIds` draws random ids until one falls in the partition of the current time
-slot, so a burst of creations shares a partition and its requests, while every partition
-still gets an equal share over any few slots: the sticky partitioner Kafka adopted for
-keyless records (KIP-480), applied to keys the API chooses itself. Ids stay uniformly random
-UUIDs; a client never sees the difference, and correctness never depends on it (a topic
-with another partition count only loses the batching).
+partition, and so do the events, jobs and reports that follow them through the
+co-partitioned topics. `StickyTaskIds` draws random ids until one falls in the partition of
+the current time slot, so a burst of creations shares a partition and its requests, while
+every partition still gets an equal share over any few slots: the sticky partitioner Kafka
+adopted for keyless records (KIP-480), applied to keys the API chooses itself. A slot
+(50 ms) spans several batches of the task processor, whose producer lingers 20 ms, so
+successive batches share requests too. Ids stay uniformly random UUIDs; a client never sees
+the difference, and correctness never depends on it (a topic with another partition count
+only loses the batching).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class StickyTaskIds:
     def __init__(
         self,
         partitions: int,
-        slot_s: float = 0.01,
+        slot_s: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._partitions = partitions

@@ -35,12 +35,14 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvloop
     from aiohttp import web
 
     from api.app import create_app
 
     web.run_app(
         create_app(settings),
+        loop=uvloop.new_event_loop(),
         host=settings.api_host,
         port=settings.api_port,
         print=None,
