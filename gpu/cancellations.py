@@ -31,6 +31,9 @@ class CancellationWatch(TopicReader):
         with self._lock:
             return task_id in self._cancelled
 
+    def wanted(self, name: str, fields: dict) -> bool:
+        return fields.get("status") == TaskStatus.CANCELLED.value  # most events are not
+
     def on_record(self, key: bytes | None, record: Record | None) -> None:
         if isinstance(record, TaskStatusEvent) and record.status == TaskStatus.CANCELLED:
             with self._lock:

@@ -83,11 +83,18 @@ class TopicReader:
         if self._only is not None and self._serde.record_name(value) != self._only.avro_name:
             return
         try:
-            record = self._serde.deserialize(value)
+            name, fields = self._serde.fields(value)
+            if not self.wanted(name, fields):
+                return
+            record = self._serde.build(name, fields)
         except SerializationError as exc:  # the topic's writer dead-letters what it cannot use
             logger.warning("skipping undecodable %s record: %s", self._topic.name, exc)
             return
         self.on_record(key, record)
+
+    def wanted(self, name: str, fields: dict) -> bool:
+        """Whether a record is worth building from its decoded fields (all by default)."""
+        return True
 
 
 class LatestRecords(TopicReader):

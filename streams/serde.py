@@ -79,24 +79,40 @@ class AvroSerde:
 
     def deserialize(self, data: bytes | None) -> Record:
         """Decode one message value into its pydantic record."""
+        return self.build(*self.fields(data))
+
+    def fields(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
+        """(record name, its fields as Avro decodes them), without building the pydantic
+        record: a reader can look at a field before paying for `build`."""
+        name, schema_id, writer, reader = self._header(data)
+        if name not in RECORD_TYPES:
+            raise SerializationError(
+                f"record {name} (schema id {schema_id}) is not one taskstream reads"
+            )
+        try:
+            return name, fastavro.schemaless_reader(
+                io.BytesIO(data[_HEADER.size :]), writer, reader
+            )
+        except Exception as exc:  # fastavro raises a zoo of types on corrupt bodies
+            raise SerializationError(
+                f"cannot decode {name} (schema id {schema_id}): {exc!r}"
+            ) from exc
+
+    def build(self, name: str, fields: dict[str, Any]) -> Record:
+        """The pydantic record of `fields` decoded by `fields`."""
+        try:
+            return RECORD_TYPES[name].model_validate(fields)
+        except Exception as exc:
+            raise SerializationError(f"cannot decode {name}: {exc!r}") from exc
+
+    def _header(self, data: bytes | None) -> tuple[str, int, Any, Any]:
         if not data or len(data) < _HEADER.size:
             raise SerializationError("value is empty or shorter than the 5-byte Confluent header")
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise SerializationError(f"unknown magic byte {magic}; expected Confluent wire format")
         name, writer, reader = self._writer(schema_id)
-        model = RECORD_TYPES.get(name)
-        if model is None:
-            raise SerializationError(
-                f"record {name} (schema id {schema_id}) is not one taskstream reads"
-            )
-        try:
-            value = fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), writer, reader)
-            return model.model_validate(value)
-        except Exception as exc:  # fastavro raises a zoo of types on corrupt bodies
-            raise SerializationError(
-                f"cannot decode {name} (schema id {schema_id}): {exc!r}"
-            ) from exc
+        return name, schema_id, writer, reader
 
     def _writer(self, schema_id: int) -> tuple[str, Any, Any]:
         """(record name, parsed writer schema, reader schema or None when they are equal:
