@@ -114,7 +114,9 @@ async def _databases(app: web.Application) -> AsyncIterator[None]:
     url = settings.require_database_url()
     app[SYNC_DB] = await asyncio.to_thread(Database(url, max_size=2).open)
     await asyncio.to_thread(migrate, app[SYNC_DB])
-    app[DB] = await AsyncDatabase(url).open()
+    # Every connection open from the start and kept: a burst of requests would otherwise
+    # wait for new ones (tens of ms each), and an idle spell would close them again.
+    app[DB] = await AsyncDatabase(url, min_size=8, max_size=8).open()
     app[TOKENS] = TokenStore(app[DB])
     if settings.admin_token is not None:
         await app[TOKENS].ensure(
