@@ -3,23 +3,26 @@
 `CommandSender` produces a command to `tasks.commands` and awaits the broker's
 acknowledgement without blocking the event loop (a thread polls the producer).
 `OutcomeWaiter` listens on Postgres channel `command_outcomes`, where the task processor
-NOTIFYs `<command id> <outcome>` in the same transaction that applies it, so when a waiter
-wakes the task row already shows the command's effect; only a rejection's reason is read
-from the table.
+NOTIFYs `<command id> <outcome>[ <task row as JSON>]` in the same transaction that applies
+it, so when a waiter wakes the task row already shows the command's effect, and usually
+comes with it; only a rejection's reason is read from the table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import psycopg
 from confluent_kafka import KafkaError, Message, Producer
 
+from api.task_queries import row_from_json
 from state.db import AsyncDatabase
 from streams.records import Record
 from streams.serde import AvroSerde
@@ -82,16 +85,21 @@ class Outcome:
     applied: bool
     reason: str | None = None
     status_code: int | None = None
+    row: dict[str, Any] | None = None  # the task as the command left it, when it was sent
 
 
-APPLIED = Outcome(applied=True)
+def parse_notification(payload: str) -> tuple[str, str, dict[str, Any] | None]:
+    """(command id, outcome, task row or None) of a `command_outcomes` payload."""
+    command_id, _, rest = payload.partition(" ")
+    outcome, _, row = rest.partition(" ")
+    return command_id, outcome, row_from_json(json.loads(row)) if row else None
 
 
 class OutcomeWaiter:
     def __init__(self, url: str, db: AsyncDatabase) -> None:
         self._url = url
         self._db = db
-        self._waiting: dict[str, asyncio.Future[str]] = {}
+        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
         self._task: asyncio.Task | None = None
         self._listening = asyncio.Event()
 
@@ -106,19 +114,20 @@ class OutcomeWaiter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def expect(self, command_id: UUID) -> asyncio.Future[str]:
+    def expect(self, command_id: UUID) -> asyncio.Future[Outcome]:
         """Register interest before sending the command, so no notification is missed."""
         future = asyncio.get_running_loop().create_future()
         self._waiting[str(command_id)] = future
         return future
 
     async def wait(
-        self, command_id: UUID, future: asyncio.Future[str], timeout: float
+        self, command_id: UUID, future: asyncio.Future[Outcome], timeout: float
     ) -> Outcome | None:
         """The command's outcome, or None if it is not known within `timeout` seconds."""
         try:
-            if await asyncio.wait_for(future, timeout) == "APPLIED":
-                return APPLIED
+            outcome = await asyncio.wait_for(future, timeout)
+            if outcome.applied:
+                return outcome
         except TimeoutError:
             pass  # a notification may have been lost across a reconnect: the table decides
         finally:
@@ -143,10 +152,11 @@ class OutcomeWaiter:
                     await conn.execute("LISTEN command_outcomes")
                     self._listening.set()
                     async for note in conn.notifies():
-                        command_id, _, outcome = note.payload.partition(" ")
+                        command_id = note.payload.partition(" ")[0]
                         future = self._waiting.get(command_id)
                         if future is not None and not future.done():
-                            future.set_result(outcome)
+                            _, outcome, row = parse_notification(note.payload)
+                            future.set_result(Outcome(outcome == "APPLIED", row=row))
             except (psycopg.Error, OSError) as exc:
                 logger.warning("outcome listener lost its connection (%s); reconnecting", exc)
                 await asyncio.sleep(1)

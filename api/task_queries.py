@@ -11,14 +11,30 @@ from psycopg import sql
 
 from api.task_models import PUBLIC_ALIASES, TASK_PUBLIC, TaskType
 from state.db import AsyncDatabase
+from state.task_store import READ_COLUMNS
 from streams.records import TaskStatus
 
-_COLUMNS = (
-    "id, task_type, status, tenant, priority, provider_type, fallback_provider_type, retry_count,"
-    " progress, created_at, updated_at, started_at, completed_at, error_message, error_category,"
-    " is_deleted, deleted_at, origin_instance, origin_zone, fields"
-)
-_NAMES = [c.strip() for c in _COLUMNS.split(",")]
+_NAMES = list(READ_COLUMNS)
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _NAMES))
+_GET = sql.SQL("SELECT {} FROM tasks WHERE id = %s").format(_COLUMNS).as_string()
+_TIMES = ("created_at", "updated_at", "started_at", "completed_at", "deleted_at")
+
+
+def row_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """A task row sent as JSON (with a command's outcome) as the same values a read gives."""
+    row = {name: data[name] for name in _NAMES}
+    row["id"] = UUID(row["id"])
+    for name in _TIMES:
+        if row[name] is not None:
+            row[name] = datetime.fromisoformat(row[name])
+    return row
+
+
+def visible(row: dict[str, Any] | None, tenant: str | None) -> dict[str, Any] | None:
+    """The row if a caller scoped to `tenant` (None: every tenant) may see it."""
+    if row is None or (tenant is not None and row["tenant"] != tenant):
+        return None
+    return row
 
 
 @dataclass(frozen=True)
@@ -62,14 +78,8 @@ class TaskReader:
 
     async def get(self, task_id: UUID, tenant: str | None) -> dict[str, Any] | None:
         """The task row, or None when it does not exist or belongs to another tenant."""
-        query = sql.SQL("SELECT {} FROM tasks WHERE id = %s").format(sql.SQL(_COLUMNS))
-        row = await self._db.fetchone(query, (task_id,))
-        if row is None:
-            return None
-        found = dict(zip(_NAMES, row, strict=True))
-        if tenant is not None and found["tenant"] != tenant:
-            return None
-        return found
+        row = await self._db.fetchone(_GET, (task_id,))
+        return visible(dict(zip(_NAMES, row, strict=True)) if row else None, tenant)
 
     async def list(
         self,
@@ -84,7 +94,7 @@ class TaskReader:
         direction = sql.SQL("DESC" if descending else "ASC")
         query = sql.SQL(
             "SELECT {} FROM tasks WHERE {} ORDER BY {} {} NULLS LAST, id {} LIMIT %s OFFSET %s"
-        ).format(sql.SQL(_COLUMNS), where, SORTABLE[order_by], direction, direction)
+        ).format(_COLUMNS, where, SORTABLE[order_by], direction, direction)
         async with self._db.transaction() as conn:
             rows = await (await conn.execute(query, (*params, limit, skip))).fetchall()
         return [dict(zip(_NAMES, row, strict=True)) for row in rows]

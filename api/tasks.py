@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +36,7 @@ from api.task_models import (
     TaskPublicUpdate,
     TaskType,
 )
-from api.task_queries import TaskFilter, public
+from api.task_queries import TaskFilter, public, visible
 from state.storage import task_folder
 from streams.partitioning import StickyTaskIds
 from streams.records import (
@@ -148,9 +149,17 @@ def not_found(task_id: uuid.UUID) -> web.HTTPNotFound:
 
 
 async def read_task(
-    request: web.Request, task_id: uuid.UUID, task_type: TaskType | str | None = None
+    request: web.Request,
+    task_id: uuid.UUID,
+    task_type: TaskType | str | None = None,
+    known: dict | None = None,
 ) -> dict:
-    row = await request.app[TASK_READER].get(task_id, scope(request))
+    """The caller's task (404 otherwise); `known` is the row as a command's outcome brought
+    it, which spares the read."""
+    if known is not None:
+        row = visible(known, scope(request))
+    else:
+        row = await request.app[TASK_READER].get(task_id, scope(request))
     if row is None or row["task_type"] != (task_type or row["task_type"]):
         raise not_found(task_id)
     if task_type is None and row["task_type"] == TRAINING:  # served by /api/v1/training/
@@ -158,9 +167,18 @@ async def read_task(
     return row
 
 
-async def settle(request: web.Request, command: Any) -> web.Response | None:
-    """Send a command and await its outcome: None once applied, else the response to give
-    (the rejection with its reason, or 202 when it is still in flight past the bound)."""
+@dataclass(frozen=True)
+class Settled:
+    """How a command ended for its request: `response` to give at once (a rejection with its
+    reason, or 202 while it is still in flight past the bound), or None once applied, with
+    the task `row` as the command left it when its outcome brought it."""
+
+    response: web.Response | None = None
+    row: dict | None = None
+
+
+async def settle(request: web.Request, command: Any) -> Settled:
+    """Send a command and await its outcome."""
     app = request.app
     pending = app[OUTCOMES].expect(command.command_id)
     try:
@@ -172,22 +190,29 @@ async def settle(request: web.Request, command: Any) -> web.Response | None:
         ) from None
     outcome = await app[OUTCOMES].wait(command.command_id, pending, app[SETTINGS].write_timeout_s)
     if outcome is None:
-        return web.json_response(
-            {"detail": "accepted; still being applied", "task_id": str(command.task_id)},
-            status=202,
-            headers={"Location": f"/api/v1/tasks/{command.task_id}"},
+        return Settled(
+            web.json_response(
+                {"detail": "accepted; still being applied", "task_id": str(command.task_id)},
+                status=202,
+                headers={"Location": f"/api/v1/tasks/{command.task_id}"},
+            )
         )
     if not outcome.applied:
-        return web.json_response({"detail": outcome.reason}, status=outcome.status_code or 409)
-    return None
+        return Settled(
+            web.json_response({"detail": outcome.reason}, status=outcome.status_code or 409)
+        )
+    return Settled(row=outcome.row)
 
 
 async def execute(
     request: web.Request, command: Any, task_type: TaskType | None = None
 ) -> web.Response:
     """Send a command, await its outcome, answer with the task as it is now."""
-    early = await settle(request, command)
-    return early or web.json_response(public(await read_task(request, command.task_id, task_type)))
+    settled = await settle(request, command)
+    if settled.response is not None:
+        return settled.response
+    row = await read_task(request, command.task_id, task_type, settled.row)
+    return web.json_response(public(row))
 
 
 def creating_tenant(request: web.Request, origin_tenant_id: str | None) -> str | None:
@@ -301,9 +326,9 @@ async def update_task(request: web.Request) -> web.Response:
 async def delete_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     row = await read_task(request, task_id)
-    early = await settle(request, DeleteTask(**command_head(request, task_id)))
-    if early is not None:
-        return early
+    settled = await settle(request, DeleteTask(**command_head(request, task_id)))
+    if settled.response is not None:
+        return settled.response
     await _remove_files(request, row)
     return web.json_response(public(row))
 
@@ -313,11 +338,11 @@ async def delete_task(request: web.Request) -> web.Response:
 async def cleanup_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     row = await read_task(request, task_id)
-    early = await settle(request, CleanupTask(**command_head(request, task_id)))
-    if early is not None:
-        return early
+    settled = await settle(request, CleanupTask(**command_head(request, task_id)))
+    if settled.response is not None:
+        return settled.response
     await _remove_files(request, row)
-    return web.json_response(public(await read_task(request, task_id)))
+    return web.json_response(public(await read_task(request, task_id, known=settled.row)))
 
 
 async def _remove_files(request: web.Request, row: dict) -> None:

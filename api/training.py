@@ -77,10 +77,10 @@ def training_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _answer(request: web.Request, command: Any) -> web.Response:
-    early = await settle(request, command)
-    if early is not None:
-        return early
-    row = await read_task(request, command.task_id, TRAINING_TASK_TYPE)
+    settled = await settle(request, command)
+    if settled.response is not None:
+        return settled.response
+    row = await read_task(request, command.task_id, TRAINING_TASK_TYPE, settled.row)
     return web.json_response(training_view(row))
 
 

@@ -23,6 +23,16 @@ from streams.records import CommandOutcome, ErrorCategory, TaskStatus
 
 COLUMNS: tuple[str, ...] = tuple(f for f in TaskState.__dataclass_fields__ if f != "task_id")
 _COLS = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+#: The columns readers of a task need (the API's public views), in this order.
+READ_COLUMNS: tuple[str, ...] = (
+    "id", "task_type", "status", "tenant", "priority", "provider_type", "fallback_provider_type",
+    "retry_count", "progress", "created_at", "updated_at", "started_at", "completed_at",
+    "error_message", "error_category", "is_deleted", "deleted_at", "origin_instance",
+    "origin_zone", "fields",
+)  # fmt: skip
+#: A notification carries the command's task as JSON only up to this size (Postgres caps a
+#: payload at 8000 bytes); a bigger task is read by the waiter instead.
+NOTIFY_ROW_BYTES = 7000
 
 _SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%s)").format(cols=_COLS).as_string()
 
@@ -32,8 +42,9 @@ _SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%s)").format(cols
 # if any partition belongs to another epoch now, nothing is written and the fenced partitions
 # come back. Task rows travel as one JSON array that Postgres turns into typed records
 # (jsonb_populate_recordset) instead of a parameter per column per row. A stored verdict
-# wakes the API waiters (pg_notify, delivered on commit) with `<command_id> <outcome>`; a
-# replayed verdict is neither stored nor sent again. Outbox ids come from a sequence drawn in
+# wakes the API waiters (pg_notify, delivered on commit) with `<command_id> <outcome>` and,
+# when the batch saved the task, ` <the task's READ_COLUMNS as JSON>`, so a waiter answers
+# without reading the row back; a replayed verdict is neither stored nor sent again. Outbox ids come from a sequence drawn in
 # insertion order, which ORDER BY n fixes.
 _APPLY = (
     sql.SQL(
@@ -55,6 +66,7 @@ WITH owners AS (
     SELECT id, {cols} FROM jsonb_populate_recordset(NULL::tasks, %(tasks)s::jsonb)
     WHERE (SELECT ok FROM go)
     ON CONFLICT (id) DO UPDATE SET {sets}
+    RETURNING {read_cols}
 ), removed AS (
     DELETE FROM tasks WHERE id = ANY(%(deleted)s::uuid[]) AND (SELECT ok FROM go)
 ), stored AS (
@@ -64,10 +76,16 @@ WITH owners AS (
         %(outcomes)s::text[], %(reasons)s::text[], %(status_codes)s::int[], %(versions)s::bigint[])
     WHERE (SELECT ok FROM go)
     ON CONFLICT (command_id) DO NOTHING
-    RETURNING command_id, outcome
+    RETURNING command_id, task_id, outcome
 ), notified AS (
-    SELECT count(pg_notify('command_outcomes', command_id::text || ' ' || outcome)) AS n
-    FROM stored
+    SELECT count(pg_notify(
+        'command_outcomes', s.command_id::text || ' ' || s.outcome || coalesce(' ' || r.row, '')
+    )) AS n
+    FROM stored s
+    LEFT JOIN LATERAL (
+        SELECT j AS row FROM (SELECT to_json(t)::text AS j FROM saved t WHERE t.id = s.task_id) x
+        WHERE octet_length(j) <= %(notify_row_bytes)s
+    ) r ON true
 ), consumed AS (
     INSERT INTO consumed_offsets (group_id, topic, partition, next_offset)
     SELECT %(group)s, t, p, o + 1
@@ -93,6 +111,7 @@ SELECT (SELECT partitions FROM fenced),
     )
     .format(
         cols=_COLS,
+        read_cols=sql.SQL(", ").join(map(sql.Identifier, READ_COLUMNS)),
         sets=sql.SQL(", ").join(
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in COLUMNS
         ),
@@ -156,6 +175,7 @@ def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
     )
     params = {
         "group": batch.group,
+        "notify_row_bytes": NOTIFY_ROW_BYTES,
         "partitions": list(batch.epochs),
         "epochs": list(batch.epochs.values()),
         "published": list(batch.published),

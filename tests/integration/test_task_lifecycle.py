@@ -61,6 +61,9 @@ def test_a_generation_task_runs_to_completed(running_api, database_url):
     assert (created["prompt"], created["width"], created["seed"]) == ("a blue square", 64, 7)
     done = wait_status(api, created["id"], {"COMPLETED"})
     assert done["progress"] == 100.0 and done["executor_type"] == "echo"
+    # the create's answer (from the row its outcome brought along) reads as a GET does
+    stable = ("id", "created_at", "task_type", "prompt", "width", "seed", "origin_instance")
+    assert {k: created[k] for k in stable} == {k: done[k] for k in stable}
     assert done["started_at"] and done["completed_at"] and done["retry_count"] == 0
     with psycopg.connect(database_url) as conn:
         row = conn.execute(

@@ -8,10 +8,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 
+from api.commands import parse_notification
 from processors.task_machine import TaskState
 from state import offsets, task_store
-from state.task_store import BatchWrite
+from state.task_store import NOTIFY_ROW_BYTES, READ_COLUMNS, BatchWrite
 from streams.records import CommandOutcome, CommandOutcomeKind, TaskStatus
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -73,7 +75,9 @@ def test_a_batch_lands_whole_with_its_verdicts_offsets_and_outbox_in_order(db, d
     assert written.fenced == []
     assert len(written.outbox_ids) == 2 and written.outbox_ids == sorted(written.outbox_ids)
     assert task_store.load(db, [task.task_id]) == {task.task_id: task}
-    assert notes == [f"{command_id} APPLIED"]
+    sent_id, outcome, sent_row = parse_notification(notes[0])
+    assert (sent_id, outcome) == (str(command_id), "APPLIED")
+    assert sent_row == read_row(db, task.task_id)  # the waiter needs no read
     with db.transaction() as conn:
         assert offsets.load(conn, GROUP, "tasks.commands") == {0: 42}
         assert task_store.pending_outbox(conn, 0) == [
@@ -101,6 +105,30 @@ def test_a_batch_lands_whole_with_its_verdicts_offsets_and_outbox_in_order(db, d
     with db.transaction() as conn:  # offsets never move back
         assert offsets.load(conn, GROUP, "tasks.commands") == {0: 42}
         assert offsets.load(conn, GROUP, "inference.status") == {0: 4}
+
+
+def read_row(db, task_id: uuid.UUID) -> dict:
+    query = sql.SQL("SELECT {} FROM tasks WHERE id = %s").format(
+        sql.SQL(", ").join(map(sql.Identifier, READ_COLUMNS))
+    )
+    return dict(zip(READ_COLUMNS, db.execute(query, (task_id,))[0], strict=True))
+
+
+def test_a_task_too_big_to_notify_is_left_to_a_read(db, database_url):
+    epoch = claim(db, 0)
+    task = state(fields={"prompt": "x" * NOTIFY_ROW_BYTES})
+    command_id = uuid.uuid4()
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN command_outcomes")
+        task_store.apply_batch(
+            db,
+            BatchWrite(
+                group=GROUP, epochs={0: epoch}, saved=[task], outcomes=[verdict(task, command_id)]
+            ),
+        )
+        notes = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert notes == [f"{command_id} APPLIED"]
+    assert read_row(db, task.task_id)["fields"] == task.fields
 
 
 def test_a_member_that_lost_a_partition_writes_nothing(db):
