@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.topics import TASK_COMMANDS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKSTREAM_", frozen=True, extra="ignore")
@@ -56,6 +58,13 @@ class Settings(BaseSettings):
     # multi-record batch. `taskstream up` sets this when it runs the embedded broker.
     kafka_single_record_batches: bool = False
     heartbeat_interval_s: float = Field(2.0, gt=0, description="Seconds between worker heartbeats.")
+    processors: int = Field(
+        2,
+        ge=1,
+        le=TASK_COMMANDS.partitions,  # a member beyond the partitions would idle
+        description="Processors processes `taskstream up` runs: members of one consumer group "
+        "sharing the task partitions (each is one busy Python thread, so one per core helps).",
+    )
     max_request_bytes: int = Field(
         10 * 1024 * 1024, gt=0, description="Largest accepted HTTP body."
     )

@@ -132,9 +132,15 @@ class Stack:
             # The API serves the registry; everyone else reaches it over HTTP with the admin token.
             member_env["SCHEMA_REGISTRY_URL"] = self.settings.registry_url()
             member_env["SCHEMA_REGISTRY_BASIC_AUTH"] = self.settings.registry_auth() or ""
+        processors = [
+            Child(
+                "processors" if i == 0 else f"processors-{i + 1}", [*cli, "processors"], member_env
+            )
+            for i in range(self.settings.processors)
+        ]
         self.children = [
             Child("api", [*cli, "api"], env),
-            Child("processors", [*cli, "processors"], member_env),
+            *processors,
             Child("worker-inference", [*cli, "worker", "inference"], member_env),
             Child("worker-training", [*cli, "worker", "training"], member_env),
         ]
