@@ -156,7 +156,6 @@ class BatchWritten:
 
 
 def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
-    rows = [{**vars(state), "id": state.task_id} for state in batch.saved]
     outcomes = [
         (
             o.command_id,
@@ -169,46 +168,41 @@ def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
         )
         for o in batch.outcomes
     ]
-    outcome_columns = [list(c) for c in zip(*outcomes, strict=True)] if outcomes else [[]] * 7
-    outbox_columns = (
-        [list(c) for c in zip(*batch.outbox, strict=True)] if batch.outbox else [[]] * 4
-    )
+    offsets = [(topic, partition, offset) for (topic, partition), offset in batch.offsets.items()]
     params = {
         "group": batch.group,
         "notify_row_bytes": NOTIFY_ROW_BYTES,
         "partitions": list(batch.epochs),
         "epochs": list(batch.epochs.values()),
         "published": list(batch.published),
-        "tasks": json.dumps(rows, default=_json_scalar),
-        "deleted": list(batch.deleted),
-        **dict(
-            zip(
-                (
-                    "command_ids",
-                    "task_ids",
-                    "command_types",
-                    "outcomes",
-                    "reasons",
-                    "status_codes",
-                    "versions",
-                ),
-                outcome_columns,
-                strict=True,
-            )
+        "tasks": json.dumps(
+            [{**vars(state), "id": state.task_id} for state in batch.saved], default=_json_scalar
         ),
-        "offset_topics": [t for t, _ in batch.offsets],
-        "offset_partitions": [p for _, p in batch.offsets],
-        "offsets": list(batch.offsets.values()),
-        **dict(
-            zip(
-                ("outbox_partitions", "outbox_topics", "outbox_keys", "outbox_values"),
-                outbox_columns,
-                strict=True,
-            )
+        "deleted": list(batch.deleted),
+        **_columns(
+            (
+                "command_ids",
+                "task_ids",
+                "command_types",
+                "outcomes",
+                "reasons",
+                "status_codes",
+                "versions",
+            ),
+            outcomes,
+        ),
+        **_columns(("offset_topics", "offset_partitions", "offsets"), offsets),
+        **_columns(
+            ("outbox_partitions", "outbox_topics", "outbox_keys", "outbox_values"), batch.outbox
         ),
     }
     ((fenced, ids, _),) = db.execute(_APPLY, params)
     return BatchWritten(fenced=list(fenced), outbox_ids=list(ids))
+
+
+def _columns(names: Sequence[str], rows: Sequence[Sequence]) -> dict[str, list]:
+    """Rows as one list per column (what `unnest` takes), keyed by parameter name."""
+    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
 
 
 def _json_scalar(value: object) -> str:
