@@ -6,8 +6,11 @@ Starts `taskstream up` (everything embedded) in a temporary data dir, then measu
   baseline  raw Kafka: produce N small records and consume them back in a group, same broker
   kafka     N CreateTask commands from a Kafka producer -> all COMPLETED visible via the API
   http      N POST /api/v1/tasks/ from `--clients` concurrent clients -> all COMPLETED via API,
-            with create latency p50/p99
-Each figure is printed with its ratio to the baseline and the issue's floor.
+            with create latency p50/p99 (each client opens its keep-alive connection with one
+            list request before the clock starts, as load generators warm up)
+Each figure is printed with its ratio to the baseline and the issue's floor, and each phase
+with the CPU milliseconds per task every process of the stack spent (the load generator's
+own share, `bench`, does the same work in every run: a rough gauge of the machine's speed).
 """
 
 from __future__ import annotations
@@ -188,6 +191,11 @@ async def via_http(info: dict, n: int, clients: int) -> tuple[float, float, floa
                         raise SystemExit(f"create answered {resp.status}")
                 latencies.append(time.perf_counter() - t0)
 
+        async def connect() -> None:
+            async with session.get(f"{info['api_url']}/api/v1/tasks/", params={"limit": "1"}) as r:
+                await r.read()
+
+        await asyncio.gather(*(connect() for _ in range(clients)))
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         finished = await wait_all_completed(session, info["api_url"], instance, n, timeout=600)
