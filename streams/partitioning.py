@@ -40,10 +40,16 @@ class StickyTaskIds:
         self._partitions = partitions
         self._slot_s = slot_s
         self._clock = clock
+        # Consecutive slots alternate between the two halves of the range (0, 3, 1, 4, 2, 5):
+        # the range assignor gives members contiguous blocks, so with two members consecutive
+        # slots land on different ones instead of one member taking three slots in a row
+        # while the other idles.
+        half = (partitions + 1) // 2
+        self._order = [p for i in range(half) for p in (i, i + half) if p < partitions]
 
     def target(self) -> int:
         """The partition of the current time slot."""
-        return int(self._clock() / self._slot_s) % self._partitions
+        return self._order[int(self._clock() / self._slot_s) % self._partitions]
 
     def new(self) -> uuid.UUID:
         """A random (version 4) UUID whose string form lands in the current slot's partition."""

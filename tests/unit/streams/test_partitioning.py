@@ -19,3 +19,18 @@ def test_ids_of_one_slot_share_its_partition_and_slots_rotate_over_all():
         assert all(i.version == 4 for i in batch) and len(set(batch)) == 20
         seen[ids.target()] += 1
     assert seen == dict.fromkeys(range(6), 10)  # every partition gets an equal share
+
+
+def test_consecutive_slots_alternate_between_the_halves_of_the_range():
+    def targets(partitions: int) -> list[int]:
+        now = [0.0]
+        ids = StickyTaskIds(partitions, slot_s=1.0, clock=lambda: now[0])
+        found = []
+        for slot in range(partitions):
+            now[0] = slot + 0.5
+            found.append(ids.target())
+        return found
+
+    assert targets(6) == [0, 3, 1, 4, 2, 5]  # range assignor, two members: 0-2 and 3-5
+    assert targets(5) == [0, 3, 1, 4, 2]
+    assert targets(1) == [0]
