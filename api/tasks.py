@@ -236,6 +236,24 @@ def command_head(request: web.Request, task_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+def create_command(
+    request: web.Request,
+    task_id: uuid.UUID,
+    tenant: str | None,
+    task_type: str,
+    payload: dict[str, Any],
+    **fields: Any,
+) -> CreateTask:
+    """The CreateTask for a new task of `tenant`, its body as canonical JSON (sorted keys, no
+    spaces), so an idempotent retry with the same body compares equal."""
+    return CreateTask(
+        **{**command_head(request, task_id), "tenant": tenant},
+        task_type=task_type,
+        payload_json=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+        **fields,
+    )
+
+
 # --- routes (generation-specific first: /tasks/generation must not match /tasks/{task_id}) --
 
 
@@ -287,10 +305,12 @@ async def create_task(request: web.Request) -> web.Response:
     task_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}\0{key}") if key else new_task_id()
     payload = body.model_dump(mode="json", exclude_none=True)
     payload["origin_tenant_id"] = tenant
-    command = CreateTask(
-        **{**command_head(request, task_id), "tenant": tenant},
-        task_type=body.task_type.value,
-        payload_json=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+    command = create_command(
+        request,
+        task_id,
+        tenant,
+        body.task_type.value,
+        payload,
         priority=body.priority,
         provider_type=body.provider_type,
         idempotency_key=key,

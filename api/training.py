@@ -10,7 +10,6 @@ row: its fields hold the create body plus what the worker reported (stage, step,
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from api.openapi import documented
 from api.task_queries import TaskFilter
 from api.tasks import (
     command_head,
+    create_command,
     creating_tenant,
     new_task_id,
     parse_body,
@@ -31,7 +31,7 @@ from api.tasks import (
     task_id_of,
 )
 from api.training_models import TrainingStatus, TrainingTask, TrainingTaskCreate
-from streams.records import TRAINING_TASK_TYPE, CancelTask, CreateTask, TaskStatus
+from streams.records import TRAINING_TASK_TYPE, CancelTask, TaskStatus
 
 routes = web.RouteTableDef()
 
@@ -93,10 +93,12 @@ async def create_training(request: web.Request) -> web.Response:
     tenant = creating_tenant(request, body.origin_tenant_id)
     task_id = new_task_id()
     payload = {**SERVER_SIDE, **body.model_dump(mode="json"), "origin_tenant_id": tenant}
-    command = CreateTask(
-        **{**command_head(request, task_id), "tenant": tenant},
-        task_type=TRAINING_TASK_TYPE,
-        payload_json=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+    command = create_command(
+        request,
+        task_id,
+        tenant,
+        TRAINING_TASK_TYPE,
+        payload,
         priority=SERVER_SIDE["priority"],
         origin_instance=body.origin_instance,
         origin_zone=body.origin_zone,
