@@ -41,7 +41,10 @@ def _get(info: dict, path: str):
 def _children(supervisor: int) -> dict[str, psutil.Process]:
     found = {}
     for child in psutil.Process(supervisor).children():
-        cmd = " ".join(child.cmdline())
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:  # killed a moment ago and not reaped yet by the supervisor
+            continue
         for role in ("processors", "worker inference"):
             if cmd.endswith(role):
                 found[role] = child
