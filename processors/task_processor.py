@@ -180,10 +180,9 @@ class TaskProcessor:
             self._producer.flush()  # dead letters durable before their offsets commit
         published = self._published[:]
         while batch:
-            write = self._decide(decoded, self._clock())
-            write.epochs = epochs
-            write.published = published
-            write.offsets = {(m.topic(), m.partition()): m.offset() for m in batch}
+            # in consumption order: the last offset of each (topic, partition) wins
+            offsets = {(m.topic(), m.partition()): m.offset() for m in batch}
+            write = self._decide(decoded, epochs, published, offsets)
             written = task_store.apply_batch(self._db, write)
             if not written.fenced:
                 del self._published[: len(published)]
@@ -203,14 +202,20 @@ class TaskProcessor:
             batch = [m for m in batch if m.partition() in epochs]
         return []
 
-    def _decide(self, decoded: list[tuple[Message, Record]], now: datetime) -> BatchWrite:
+    def _decide(
+        self,
+        decoded: list[tuple[Message, Record]],
+        epochs: dict[int, int],
+        published: list[int],
+        offsets: dict[tuple[str, int], int],
+    ) -> BatchWrite:
         """Run the state machine over the batch's records, in order: the write it makes."""
+        now = self._clock()
         states: dict[UUID, TaskState | None] = dict(
             task_store.load(self._db, {record.task_id for _, record in decoded})
         )
         before = dict(states)
         partition_of: dict[UUID, int] = {}
-        offsets: dict[int, dict[str, int]] = defaultdict(dict)
         outcomes: list[CommandOutcome] = []
         rows: list[tuple[int, str, str, bytes]] = []
         for msg, record in decoded:
@@ -219,7 +224,6 @@ class TaskProcessor:
             key = str(record.task_id)
             partition = msg.partition()
             partition_of[record.task_id] = partition
-            offsets[partition][msg.topic()] = msg.offset()
             for event in decision.events:
                 rows.append((partition, TASK_EVENTS.name, key, self._serde.serialize(event)))
             for job in decision.jobs:
@@ -232,7 +236,9 @@ class TaskProcessor:
         rows += self._count_deltas(offsets, partition_of, before, states)
         return BatchWrite(
             group=GROUP,
-            epochs={},
+            epochs=epochs,
+            published=published,
+            offsets=offsets,
             saved=[s for t, s in states.items() if s is not None and s is not before.get(t)],
             deleted=[t for t, s in states.items() if s is None and before.get(t)],
             outcomes=outcomes,
@@ -241,13 +247,16 @@ class TaskProcessor:
 
     def _count_deltas(
         self,
-        source: dict[int, dict[str, int]],
+        offsets: dict[tuple[str, int], int],
         partition_of: dict[UUID, int],
         before: dict[UUID, TaskState | None],
         after: dict[UUID, TaskState | None],
     ) -> list[tuple[int, str, str, bytes]]:
         """Outbox rows of one `TaskCountsDelta` per partition whose counters the batch moved,
-        with the last offset of each topic the batch consumed there (`source`)."""
+        with the last offset of each topic the batch consumed there."""
+        source: dict[int, dict[str, int]] = defaultdict(dict)
+        for (topic, partition), offset in offsets.items():
+            source[partition][topic] = offset
         changes: dict[int, Counter[str]] = defaultdict(Counter)
         for task_id, partition in partition_of.items():
             if after.get(task_id) is not before.get(task_id):
