@@ -26,6 +26,7 @@ import logging
 import threading
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import faust
 import uvloop
@@ -79,6 +80,7 @@ class CountTables:
         bootstrap: str,
         serde: AvroSerde,
         producer: RecordProducer,
+        datadir: Path,
         session_timeout_ms: int = 6000,
         publish_every_s: float = 1.0,
         single_record_batches: bool = False,
@@ -99,6 +101,7 @@ class CountTables:
             loop=self._loop,
             broker=f"kafka://{bootstrap}",
             store="memory://",  # rebuilt from the changelog topics on start
+            datadir=datadir,  # faust creates it even for memory stores (default: the cwd)
             web_enabled=False,
             topic_partitions=TASK_COUNTS.partitions,
             topic_replication_factor=1,

@@ -34,6 +34,7 @@ def create_processors(settings: Settings) -> MemberProcess:
         bootstrap,
         serde,
         producer,
+        settings.data_dir / "faust",
         settings.kafka_session_timeout_ms,
         single_record_batches=settings.kafka_single_record_batches,
     )
