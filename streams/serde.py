@@ -17,6 +17,7 @@ from typing import Any
 
 import fastavro
 
+from streams.avro_codec import RecordCodec, Unsupported, compile_record
 from streams.records import RECORD_TYPES, Record
 from streams.registry import RegistryError, SchemaRegistry
 from streams.schemas import SchemaCatalog
@@ -35,6 +36,7 @@ class AvroSerde:
         self._catalog = catalog
         self._ids: dict[str, int] = {}
         self._writers: dict[int, tuple[str, Any]] = {}
+        self._codecs: dict[str, RecordCodec | None] = {}
         self._lock = threading.Lock()
 
     def register_all(self) -> dict[str, int]:
@@ -55,14 +57,27 @@ class AvroSerde:
     def serialize(self, record: Record) -> bytes:
         name = record.avro_name
         try:
+            header = _HEADER.pack(MAGIC, self.schema_id(name))
+            codec = self._codec(name)
+            if codec is not None:
+                return codec.encode(record, header)
             buf = io.BytesIO()
-            buf.write(_HEADER.pack(MAGIC, self.schema_id(name)))
+            buf.write(header)
             fastavro.schemaless_writer(buf, self._catalog.parsed(name), record.model_dump())
         except RegistryError as exc:
             raise SerializationError(f"cannot register {name}: {exc}") from exc
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError, struct.error) as exc:
             raise SerializationError(f"{name} does not fit its schema: {exc}") from exc
         return buf.getvalue()
+
+    def _codec(self, name: str) -> RecordCodec | None:
+        """The compiled codec of one of our schemas (None: fastavro handles it)."""
+        if name not in self._codecs:
+            try:
+                self._codecs[name] = compile_record(self._catalog.raw[name])
+            except Unsupported:
+                self._codecs[name] = None
+        return self._codecs[name]
 
     def record_name(self, data: bytes | None) -> str | None:
         """The Avro record name a message value was written with, without decoding it
@@ -83,13 +98,17 @@ class AvroSerde:
 
     def fields(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
         """(record name, its fields as Avro decodes them), without building the pydantic
-        record: a reader can look at a field before paying for `build`."""
+        record: a reader can look at a field before paying for `build`. Fields of logical
+        type uuid may come as text (`build` parses them)."""
         name, schema_id, writer, reader = self._header(data)
         if name not in RECORD_TYPES:
             raise SerializationError(
                 f"record {name} (schema id {schema_id}) is not one taskstream reads"
             )
         try:
+            codec = self._codec(name) if reader is None and name in self._catalog.raw else None
+            if codec is not None:  # written with our own schema: the compiled decoder
+                return name, codec.decode(data, _HEADER.size)
             return name, fastavro.schemaless_reader(
                 io.BytesIO(data[_HEADER.size :]), writer, reader
             )

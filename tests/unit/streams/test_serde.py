@@ -119,3 +119,9 @@ def test_a_record_taskstream_does_not_read_is_refused(serde, registry):
     )
     with pytest.raises(SerializationError, match="Alien .* not one taskstream reads"):
         serde.deserialize(struct.pack(">bI", 0, schema_id))
+
+
+def test_a_record_that_does_not_fit_its_schema_is_a_serialization_error(serde):
+    record = WorkerReport.model_construct(**{**make_sample(WorkerReport).__dict__, "progress": "x"})
+    with pytest.raises(SerializationError, match="does not fit its schema"):
+        serde.serialize(record)
