@@ -34,7 +34,7 @@ READ_COLUMNS: tuple[str, ...] = (
 #: payload at 8000 bytes); a bigger task is read by the waiter instead.
 NOTIFY_ROW_BYTES = 7000
 
-_SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%s)").format(cols=_COLS).as_string()
+_SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%b)").format(cols=_COLS).as_string()
 
 # A batch's whole write is one statement, so one round trip and its own transaction.
 # `owners` locks the batch's partition ownership rows first (every write below waits on
@@ -44,23 +44,25 @@ _SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%s)").format(cols
 # (jsonb_populate_recordset) instead of a parameter per column per row. A stored verdict
 # wakes the API waiters (pg_notify, delivered on commit) with `<command_id> <outcome>` and,
 # when the batch saved the task, ` <the task's READ_COLUMNS as JSON>`, so a waiter answers
-# without reading the row back; a replayed verdict is neither stored nor sent again. Outbox ids come from a sequence drawn in
-# insertion order, which ORDER BY n fixes.
+# without reading the row back; a replayed verdict is neither stored nor sent again. Outbox
+# ids come from a sequence drawn in insertion order, which ORDER BY n fixes. The arrays go in
+# binary (`%(...)b`): psycopg's text form escapes every element in Python, which cost ~0.6 ms
+# a batch (bytea values most of it, hex-escaped and then quoted) against ~0.1 ms in binary.
 _APPLY = (
     sql.SQL(
         """
 WITH owners AS (
     SELECT partition, epoch FROM partition_owners
-    WHERE group_id = %(group)s AND partition = ANY(%(partitions)s::int[])
+    WHERE group_id = %(group)s AND partition = ANY(%(partitions)b::int[])
     FOR UPDATE
 ), fenced AS (
     SELECT coalesce(array_agg(u.p ORDER BY u.p), '{{}}') AS partitions
-    FROM unnest(%(partitions)s::int[], %(epochs)s::bigint[]) AS u(p, e)
+    FROM unnest(%(partitions)b::int[], %(epochs)b::bigint[]) AS u(p, e)
     WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.partition = u.p AND o.epoch = u.e)
 ), go AS (
     SELECT cardinality(partitions) = 0 AS ok FROM fenced
 ), cleared AS (
-    DELETE FROM outbox WHERE id = ANY(%(published)s::bigint[]) AND (SELECT ok FROM go)
+    DELETE FROM outbox WHERE id = ANY(%(published)b::bigint[]) AND (SELECT ok FROM go)
 ), saved AS (
     INSERT INTO tasks (id, {cols})
     SELECT id, {cols} FROM jsonb_populate_recordset(NULL::tasks, %(tasks)s::jsonb)
@@ -68,12 +70,12 @@ WITH owners AS (
     ON CONFLICT (id) DO UPDATE SET {sets}
     RETURNING {read_cols}
 ), removed AS (
-    DELETE FROM tasks WHERE id = ANY(%(deleted)s::uuid[]) AND (SELECT ok FROM go)
+    DELETE FROM tasks WHERE id = ANY(%(deleted)b::uuid[]) AND (SELECT ok FROM go)
 ), stored AS (
     INSERT INTO command_outcomes
         (command_id, task_id, command_type, outcome, reason, status_code, version)
-    SELECT * FROM unnest(%(command_ids)s::uuid[], %(task_ids)s::uuid[], %(command_types)s::text[],
-        %(outcomes)s::text[], %(reasons)s::text[], %(status_codes)s::int[], %(versions)s::bigint[])
+    SELECT * FROM unnest(%(command_ids)b::uuid[], %(task_ids)b::uuid[], %(command_types)b::text[],
+        %(outcomes)b::text[], %(reasons)b::text[], %(status_codes)b::int[], %(versions)b::bigint[])
     WHERE (SELECT ok FROM go)
     ON CONFLICT (command_id) DO NOTHING
     RETURNING command_id, task_id, outcome
@@ -89,7 +91,7 @@ WITH owners AS (
 ), consumed AS (
     INSERT INTO consumed_offsets (group_id, topic, partition, next_offset)
     SELECT %(group)s, t, p, o + 1
-    FROM unnest(%(offset_topics)s::text[], %(offset_partitions)s::int[], %(offsets)s::bigint[])
+    FROM unnest(%(offset_topics)b::text[], %(offset_partitions)b::int[], %(offsets)b::bigint[])
         AS u(t, p, o)
     WHERE (SELECT ok FROM go)
     ON CONFLICT (group_id, topic, partition) DO UPDATE
@@ -98,8 +100,8 @@ WITH owners AS (
 ), queued AS (
     INSERT INTO outbox (partition, topic, key, value)
     SELECT p, t, k, v
-    FROM unnest(%(outbox_partitions)s::int[], %(outbox_topics)s::text[], %(outbox_keys)s::text[],
-        %(outbox_values)s::bytea[]) WITH ORDINALITY AS u(p, t, k, v, n)
+    FROM unnest(%(outbox_partitions)b::int[], %(outbox_topics)b::text[], %(outbox_keys)b::text[],
+        %(outbox_values)b::bytea[]) WITH ORDINALITY AS u(p, t, k, v, n)
     WHERE (SELECT ok FROM go)
     ORDER BY n
     RETURNING id
