@@ -17,6 +17,9 @@ its schema (schema resolution) is always fastavro's job.
 
 Decoded `uuid` fields stay text (the pydantic record parses them; `UUID()` costs 2.5 µs),
 timestamps are aware UTC datetimes and enums their symbol, as fastavro returns them.
+One deliberate difference: a naive datetime is written as UTC, where fastavro takes it as
+the host's local time; taskstream's records carry aware UTC datetimes, and a record's bytes
+should not depend on the time zone of the machine that wrote it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from itertools import count
 from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_NAIVE = datetime(1970, 1, 1)  # fastavro writes a naive datetime as UTC; so do we
+_EPOCH_NAIVE = datetime(1970, 1, 1)  # a naive datetime is taken as UTC (see the docstring)
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
 _RANGES = {"int": range(-(2**31), 2**31), "long": range(-(2**63), 2**63)}

@@ -114,7 +114,6 @@ def _sparse(model):
         {"s": "é" * 5000, "names": ["n"] * 300},
         {"tags": {f"k{i}": i * 1000 for i in range(200)}},
         {"t": datetime(1969, 7, 20, 20, 17, 40, 1, tzinfo=UTC)},
-        {"t": datetime(2026, 1, 1, 12, 0)},  # naive: written as UTC, like fastavro
         {"t": 1_700_000_000_000_000},
         {"t": datetime(2026, 1, 1, 12, 0, tzinfo=UTC) + timedelta(hours=-3)},
         {"u": "12345678-1234-5678-1234-567812345678"},
@@ -123,6 +122,16 @@ def _sparse(model):
 )
 def test_edge_values_match_fastavro(overrides):
     _assert_like_fastavro(EVERYTHING, _everything(**overrides))
+
+
+def test_a_naive_datetime_is_written_as_utc_whatever_the_host_time_zone():
+    codec = compile_record(EVERYTHING)
+    naive = codec.encode(SimpleNamespace(**_everything(t=datetime(2026, 1, 1, 12, 0))), b"")
+    aware = codec.encode(
+        SimpleNamespace(**_everything(t=datetime(2026, 1, 1, 12, 0, tzinfo=UTC))), b""
+    )
+    assert naive == aware
+    assert codec.decode(naive, 0)["t"] == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
