@@ -24,6 +24,7 @@ should not depend on the time zone of the machine that wrote it.
 
 from __future__ import annotations
 
+import keyword
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -74,8 +75,8 @@ def compile_record(schema: dict[str, Any]) -> RecordCodec:
 
 
 def _identifier(name: str) -> str:
-    if not name.isidentifier():
-        raise Unsupported(f"field name {name!r} is not a Python identifier")
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise Unsupported(f"field name {name!r} is not a Python attribute name")
     return name
 
 

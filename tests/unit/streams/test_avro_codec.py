@@ -207,3 +207,10 @@ def _one_field(field_type) -> dict:
 def test_what_is_not_compiled_says_so(field_type):
     with pytest.raises(Unsupported):
         compile_record(_one_field(field_type))
+
+
+@pytest.mark.parametrize("name", ["class", "with-dash", "1st"])
+def test_field_names_that_are_not_attribute_names_are_not_compiled(name):
+    schema = {"type": "record", "name": "R", "fields": [{"name": name, "type": "long"}]}
+    with pytest.raises(Unsupported, match="not a Python attribute name"):
+        compile_record(schema)
