@@ -1,8 +1,8 @@
 """Stream tables (faust-streaming) that keep the task counters behind /monitoring/stats.
 
 The counting is aggregated upstream (see `task_counts`): the task processor publishes one
-`TaskCountsDelta` per batch and partition to `tasks.counts`, so this app handles a record per
-batch rather than several per task. An agent applies each delta to the `task-counts` table,
+`TaskCountsDelta` per partition about twice a second to `tasks.counts`, the sum of its
+batches' changes, so this app handles a few records a second rather than several per task. An agent applies each delta to the `task-counts` table,
 keyed `<partition>|<group>`; every value carries the source offsets applied to it, so
 a delta read twice (after a crash of either side) is counted once, per key, even when a crash
 fell between the writes of one delta's keys. Hours of created_minute buckets older than

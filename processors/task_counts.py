@@ -2,11 +2,12 @@
 
 Counting is aggregated upstream. The task processor, the single writer of task state, knows
 every task's state before and after each batch it applies: `deltas(before, after)` is the
-change in what the task contributes to the counters (`contribution`). The processor sums
-those per partition into one `TaskCountsDelta` per batch, written to its outbox in the same
-transaction as the states, with the batch's source offsets. The stream tables apply the
-deltas (`apply`) and skip a redelivered one by those offsets, so a batch is counted exactly
-once however often its record is published or read.
+change in what the task contributes to the counters (`contribution`). The processor adds
+those up per partition (`add`) in a pending sum stored with the states, in the same
+transaction, and about twice a second moves a partition's sum into its outbox as one
+`TaskCountsDelta` with the largest source offsets of the batches in it. The stream tables
+apply the deltas (`apply`) and skip a redelivered one by those offsets, so every batch is
+counted exactly once however often its record is published or read.
 
 Counters are keyed `<scope>|<dimension>|<value>`:
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from processors.task_machine import TaskState
@@ -74,6 +76,34 @@ def deltas(before: TaskState | None, after: TaskState | None) -> dict[str, int]:
     change = contribution(after)
     change.subtract(contribution(before))
     return {k: v for k, v in change.items() if v}
+
+
+@dataclass(frozen=True)
+class PendingCounts:
+    """A partition's counter changes not yet published: the sum of several batches' deltas,
+    with the largest source offset of each topic among them."""
+
+    deltas: dict[str, int]
+    source_offsets: dict[str, int]
+    since: float  # monotonic time of the oldest change in it
+
+
+def add(
+    pending: PendingCounts | None,
+    changes: Mapping[str, int],
+    source_offsets: Mapping[str, int],
+    now: float,
+) -> PendingCounts:
+    """`pending` with one more batch's changes. Published as one delta, the sum is applied
+    exactly once like a single batch's: its offsets are newer than every earlier delta's,
+    because the newest batch in it consumed a newer offset of some topic than all before."""
+    deltas = Counter(pending.deltas) if pending else Counter()
+    deltas.update(changes)
+    offsets = dict(pending.source_offsets) if pending else {}
+    for topic, offset in source_offsets.items():
+        offsets[topic] = max(offset, offsets.get(topic, -1))
+    since = pending.since if pending else now
+    return PendingCounts({k: v for k, v in deltas.items() if v}, offsets, since)
 
 
 def table_key(partition: int, counter: str) -> str:

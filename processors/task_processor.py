@@ -4,9 +4,9 @@ Consumes `tasks.commands` and the workers' status topics (co-partitioned by task
 assignor, so one member owns all of a task's messages). For each consumed batch it reads the
 tasks, applies `task_machine.handle` to every message in order, and writes in one statement
 (one round trip, one transaction) the new states, the command outcomes (with NOTIFY for the
-API), the consumed offsets and an outbox of the events and jobs to publish, with one
-`TaskCountsDelta` per partition for the stream tables (the batch's change to the task
-counters, see `task_counts`). The write first locks the batch's partition ownership rows and
+API), the consumed offsets, an outbox of the events and jobs to publish, and each partition's
+pending change to the task counters (see `task_counts`), which a batch about twice a second
+moves into the outbox as one `TaskCountsDelta` for the stream tables. The write first locks the batch's partition ownership rows and
 checks their epochs: a member that lost a partition (a zombie) writes nothing, and as only
 a partition's owner writes its tasks, the plain read before is as good as a locked one.
 After commit the outbox rows are produced without waiting; each acknowledged row is deleted
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from uuid import UUID
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from processors import task_counts
+from processors.task_counts import PendingCounts
 from processors.task_machine import TaskState, handle
 from state import offsets, task_store
 from state.db import Database
@@ -51,6 +53,7 @@ from streams.topics import (
 logger = logging.getLogger(__name__)
 
 GROUP = "taskstream.processors.tasks"
+PUBLISH_COUNTS_EVERY_S = 0.5  # how long a partition's counter changes may wait unpublished
 OutboxRow = tuple[int, int, str, str, bytes]  # outbox id, partition, topic, key, value
 INPUTS = (TASK_COMMANDS, INFERENCE_STATUS, TRAINING_STATUS)
 
@@ -76,6 +79,7 @@ class TaskProcessor:
         self._clock = clock
         self._epochs: dict[int, int] = {}
         self._published: list[int] = []  # outbox ids acknowledged, to delete with the next batch
+        self._pending: dict[int, PendingCounts] = {}  # as stored in pending_counts
         self._delivery_errors: list[KafkaError] = []
         self._lock = threading.Lock()
         self.joined = threading.Event()
@@ -111,8 +115,7 @@ class TaskProcessor:
                 messages = next_batch(self._consumer, 1000, 0.2)
                 self._producer.poll()
                 self._raise_delivery_errors()
-                if messages:
-                    self._process(messages)
+                self._process(messages)  # also publishes due counts when idle
             self._producer.flush()
         finally:
             self._consumer.close()
@@ -124,12 +127,14 @@ class TaskProcessor:
         with self._db.transaction() as conn:
             epochs = {p: task_store.claim(conn, GROUP, p, self._owner) for p in numbers}
             stored = {t.name: offsets.load(conn, GROUP, t.name) for t in INPUTS}
+            pending = task_store.pending_counts(conn, GROUP, numbers, time.monotonic())
         for tp in partitions:
             tp.offset = stored[tp.topic].get(tp.partition, OFFSET_BEGINNING)
         for p in numbers:
             self._publish_leftovers(p)
         with self._lock:
             self._epochs.update(epochs)
+        self._pending.update(pending)
         consumer.assign(partitions)
         self.joined.set()
         logger.info("owns partitions %s (epochs %s)", numbers, epochs)
@@ -140,6 +145,8 @@ class TaskProcessor:
         with self._lock:
             for tp in partitions:
                 self._epochs.pop(tp.partition, None)
+        for tp in partitions:
+            self._pending.pop(tp.partition, None)  # the next owner reads them from Postgres
         consumer.unassign()
 
     # --- processing --------------------------------------------------------------------
@@ -152,12 +159,12 @@ class TaskProcessor:
                 batch.append(msg)
             elif err.code() != KafkaError._PARTITION_EOF:
                 logger.warning("consumer error: %s", err)
-        partitions = {m.partition() for m in batch}
+        partitions = {m.partition() for m in batch} | self._counts_due(time.monotonic())
         with self._lock:
             epochs = {p: e for p, e in self._epochs.items() if p in partitions}
         # Messages of partitions revoked meanwhile are left to their new owner, which replays them.
         batch = [m for m in batch if m.partition() in epochs]
-        if batch:
+        if epochs:
             self._send_and_clear(self._apply(epochs, batch))
 
     def _apply(self, epochs: dict[int, int], batch: list[Message]) -> list[OutboxRow]:
@@ -179,7 +186,7 @@ class TaskProcessor:
         if len(decoded) < len(batch):
             self._producer.flush()  # dead letters durable before their offsets commit
         published = self._published[:]
-        while batch:
+        while epochs:
             # in consumption order: the last offset of each (topic, partition) wins
             offsets = {(m.topic(), m.partition()): m.offset() for m in batch}
             write = self._decide(decoded, epochs, published, offsets)
@@ -187,6 +194,9 @@ class TaskProcessor:
             if not written.fenced:
                 del self._published[: len(published)]
                 self.applied += len(decoded)
+                self._pending.update(write.pending)
+                for partition in write.flushed:
+                    del self._pending[partition]
                 return [(i, *row) for i, row in zip(written.outbox_ids, write.outbox, strict=True)]
             for partition in written.fenced:
                 logger.warning(
@@ -197,6 +207,8 @@ class TaskProcessor:
             with self._lock:
                 for partition in written.fenced:
                     self._epochs.pop(partition, None)
+            for partition in written.fenced:
+                self._pending.pop(partition, None)
             epochs = {p: e for p, e in epochs.items() if p not in written.fenced}
             decoded = [(m, r) for m, r in decoded if m.partition() in epochs]
             batch = [m for m in batch if m.partition() in epochs]
@@ -211,8 +223,9 @@ class TaskProcessor:
     ) -> BatchWrite:
         """Run the state machine over the batch's records, in order: the write it makes."""
         now = self._clock()
-        states: dict[UUID, TaskState | None] = dict(
-            task_store.load(self._db, {record.task_id for _, record in decoded})
+        task_ids = {record.task_id for _, record in decoded}
+        states: dict[UUID, TaskState | None] = (
+            dict(task_store.load(self._db, task_ids)) if task_ids else {}
         )
         before = dict(states)
         partition_of: dict[UUID, int] = {}
@@ -233,7 +246,7 @@ class TaskProcessor:
                 outcomes.append(decision.outcome)
                 outcome = self._serde.serialize(decision.outcome)
                 rows.append((partition, TASK_EVENTS.name, key, outcome))
-        rows += self._count_deltas(offsets, partition_of, before, states)
+        pending, flushed, deltas = self._counts(epochs, offsets, partition_of, before, states)
         return BatchWrite(
             group=GROUP,
             epochs=epochs,
@@ -242,18 +255,28 @@ class TaskProcessor:
             saved=[s for t, s in states.items() if s is not None and s is not before.get(t)],
             deleted=[t for t, s in states.items() if s is None and before.get(t)],
             outcomes=outcomes,
-            outbox=rows,
+            outbox=rows + deltas,
+            pending=pending,
+            flushed=flushed,
         )
 
-    def _count_deltas(
+    def _counts_due(self, now: float) -> set[int]:
+        """Partitions whose pending counter changes are due for publishing."""
+        return {p for p, c in self._pending.items() if now - c.since >= PUBLISH_COUNTS_EVERY_S}
+
+    def _counts(
         self,
+        epochs: dict[int, int],
         offsets: dict[tuple[str, int], int],
         partition_of: dict[UUID, int],
         before: dict[UUID, TaskState | None],
         after: dict[UUID, TaskState | None],
-    ) -> list[tuple[int, str, str, bytes]]:
-        """Outbox rows of one `TaskCountsDelta` per partition whose counters the batch moved,
-        with the last offset of each topic the batch consumed there."""
+    ) -> tuple[dict[int, PendingCounts], list[int], list[tuple[int, str, str, bytes]]]:
+        """The batch's counter changes added to each partition's pending sum: (the sums to
+        store, the partitions whose sums are due and are published instead, their outbox rows
+        of one `TaskCountsDelta` each). One delta per partition about twice a second, not one
+        per batch: the stream tables' work is per delta (ADR 9)."""
+        now = time.monotonic()
         source: dict[int, dict[str, int]] = defaultdict(dict)
         for (topic, partition), offset in offsets.items():
             source[partition][topic] = offset
@@ -261,16 +284,30 @@ class TaskProcessor:
         for task_id, partition in partition_of.items():
             if after.get(task_id) is not before.get(task_id):
                 changes[partition].update(task_counts.deltas(before.get(task_id), after[task_id]))
+        pending: dict[int, PendingCounts] = {}
+        flushed: list[int] = []
         rows = []
-        for partition, change in sorted(changes.items()):
-            moved = {k: v for k, v in change.items() if v}
+        for partition in sorted(epochs):
+            current = self._pending.get(partition)
+            moved = {k: v for k, v in changes[partition].items() if v}
             if moved:
+                current = task_counts.add(current, moved, source[partition], now)
+            if current is None:
+                continue
+            if now - current.since < PUBLISH_COUNTS_EVERY_S:
+                if moved:
+                    pending[partition] = current
+                continue
+            flushed.append(partition)
+            if current.deltas:
                 delta = TaskCountsDelta(
-                    partition=partition, source_offsets=source[partition], deltas=moved
+                    partition=partition,
+                    source_offsets=current.source_offsets,
+                    deltas=current.deltas,
                 )
                 value = self._serde.serialize(delta)
                 rows.append((partition, TASK_COUNTS.name, str(partition), value))
-        return rows
+        return pending, flushed, rows
 
     def _decode(self, msg: Message) -> Record:
         record = self._serde.deserialize(msg.value())

@@ -17,6 +17,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
+from processors.task_counts import PendingCounts
 from processors.task_machine import TaskState
 from state.db import Database
 from streams.records import CommandOutcome, ErrorCategory, TaskStatus
@@ -97,6 +98,16 @@ WITH owners AS (
     ON CONFLICT (group_id, topic, partition) DO UPDATE
     SET next_offset = EXCLUDED.next_offset, updated_at = now()
     WHERE consumed_offsets.next_offset < EXCLUDED.next_offset
+), pended AS (
+    INSERT INTO pending_counts (group_id, partition, deltas, source_offsets)
+    SELECT %(group)s, c.partition, c.deltas, c.source_offsets
+    FROM jsonb_to_recordset(%(pending)s::jsonb) AS c(partition int, deltas jsonb, source_offsets jsonb)
+    WHERE (SELECT ok FROM go)
+    ON CONFLICT (group_id, partition) DO UPDATE
+    SET deltas = EXCLUDED.deltas, source_offsets = EXCLUDED.source_offsets
+), unpended AS (
+    DELETE FROM pending_counts
+    WHERE group_id = %(group)s AND partition = ANY(%(flushed)b::int[]) AND (SELECT ok FROM go)
 ), queued AS (
     INSERT INTO outbox (partition, topic, key, value)
     SELECT p, t, k, v
@@ -149,6 +160,8 @@ class BatchWrite:
     outcomes: Sequence[CommandOutcome] = ()
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # last applied
     outbox: Sequence[tuple[int, str, str, bytes]] = ()  # (partition, topic, key, value)
+    pending: dict[int, PendingCounts] = field(default_factory=dict)  # partition -> its sum now
+    flushed: Sequence[int] = ()  # partitions whose pending counts went into `outbox`
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,13 @@ def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
             [{**vars(state), "id": state.task_id} for state in batch.saved], default=_json_scalar
         ),
         "deleted": list(batch.deleted),
+        "pending": json.dumps(
+            [
+                {"partition": p, "deltas": c.deltas, "source_offsets": c.source_offsets}
+                for p, c in batch.pending.items()
+            ]
+        ),
+        "flushed": list(batch.flushed),
         **_columns(
             (
                 "command_ids",
@@ -223,6 +243,18 @@ def pending_outbox(
         "SELECT id, partition, topic, key, value FROM outbox WHERE partition = %s ORDER BY id",
         (partition,),
     ).fetchall()
+
+
+def pending_counts(
+    conn: psycopg.Connection, group: str, partitions: Sequence[int], since: float
+) -> dict[int, PendingCounts]:
+    """The partitions' counter changes not yet published (left by their previous owner)."""
+    rows = conn.execute(
+        "SELECT partition, deltas, source_offsets FROM pending_counts"
+        " WHERE group_id = %s AND partition = ANY(%s)",
+        (group, list(partitions)),
+    ).fetchall()
+    return {p: PendingCounts(deltas, offsets, since) for p, deltas, offsets in rows}
 
 
 def claim(conn: psycopg.Connection, group: str, partition: int, owner: str) -> int:

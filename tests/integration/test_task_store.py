@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from api.commands import parse_notification
+from processors.task_counts import PendingCounts
 from processors.task_machine import TaskState
 from state import offsets, task_store
 from state.task_store import NOTIFY_ROW_BYTES, READ_COLUMNS, BatchWrite
@@ -146,6 +147,7 @@ def test_a_member_that_lost_a_partition_writes_nothing(db):
             outcomes=[verdict(task, uuid.uuid4())],
             offsets={("tasks.commands", 1): 7, ("tasks.commands", 2): 9},
             outbox=[(2, "tasks.events", "k", b"v")],
+            pending={2: PendingCounts({"*|total|": 1}, {"tasks.commands": 9}, 0.0)},
         ),
     )
     assert written.fenced == [1] and written.outbox_ids == []
@@ -153,6 +155,7 @@ def test_a_member_that_lost_a_partition_writes_nothing(db):
     assert rows(db, "SELECT count(*) FROM command_outcomes") == [(0,)]
     assert rows(db, "SELECT count(*) FROM outbox") == [(0,)]
     assert rows(db, "SELECT count(*) FROM consumed_offsets") == before
+    assert rows(db, "SELECT count(*) FROM pending_counts") == [(0,)]
     # A partition never claimed is not ours either.
     assert task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={5: 1})).fenced == [5]
 
@@ -163,3 +166,27 @@ def test_a_hard_delete_removes_the_row(db):
     task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={0: epoch}, saved=[task]))
     task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={0: epoch}, deleted=[task.task_id]))
     assert task_store.load(db, [task.task_id]) == {}
+
+
+def test_pending_counts_are_kept_until_a_batch_moves_them_to_the_outbox(db):
+    epoch = claim(db, 3)
+    first = PendingCounts({"*|total|": 2, "*|status|PENDING": 2}, {"tasks.commands": 11}, 1.0)
+    task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={3: epoch}, pending={3: first}))
+    summed = PendingCounts({"*|total|": 3}, {"tasks.commands": 12, "inference.status": 4}, 1.0)
+    task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={3: epoch}, pending={3: summed}))
+    with db.transaction() as conn:  # what the partition's next owner starts from
+        assert task_store.pending_counts(conn, GROUP, [3, 4], since=7.0) == {
+            3: replace(summed, since=7.0)
+        }
+    written = task_store.apply_batch(
+        db,
+        BatchWrite(
+            group=GROUP,
+            epochs={3: epoch},
+            flushed=[3],
+            outbox=[(3, "tasks.counts", "3", b"delta")],
+        ),
+    )
+    assert len(written.outbox_ids) == 1
+    assert rows(db, "SELECT count(*) FROM pending_counts") == [(0,)]
+    assert rows(db, "SELECT partition, topic, value FROM outbox") == [(3, "tasks.counts", b"delta")]

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from processors.task_counts import aggregate, apply, deltas, expired, table_keys
+from processors.task_counts import add, aggregate, apply, deltas, expired, table_keys
 from processors.task_machine import TaskState
 from streams.records import TaskStatus
 
@@ -151,3 +151,35 @@ def test_hours_expire_only_past_the_window():
     assert hours and not any(expired(k, NOW + timedelta(hours=24)) for k in hours)
     assert all(expired(k, NOW + timedelta(hours=25)) for k in hours)
     assert not any(expired(k, NOW + timedelta(days=9)) for k in keys if k.endswith("|all"))
+
+
+def test_batches_summed_before_publishing_count_exactly_like_each_batch_alone():
+    a, b = task(), task(task_type="REFINE")
+    running = replace(a, status=TaskStatus.EXECUTING)
+    batches = [
+        ({"tasks.commands": 4}, deltas(None, a)),
+        ({"tasks.commands": 5, "inference.status": 0}, {**deltas(a, running)}),
+        ({"tasks.commands": 6}, deltas(None, b)),
+        ({"inference.status": 3}, deltas(b, None)),  # b deleted for good: cancels its creation
+    ]
+    one_by_one: dict = {}
+    for offsets, changes in batches:
+        run(one_by_one, 0, offsets, changes)
+    summed = None
+    for i, (offsets, changes) in enumerate(batches):
+        summed = add(summed, changes, offsets, now=10.0 + i)
+    assert summed.since == 10.0  # the oldest change decides when the sum is due
+    assert summed.source_offsets == {"tasks.commands": 6, "inference.status": 3}
+    assert all(summed.deltas.values())  # cancelled counters are gone, not zero
+    table: dict = {}
+    run(table, 0, summed.source_offsets, summed.deltas)
+    run(table, 0, summed.source_offsets, summed.deltas)  # republished: skipped
+    assert snapshot(table) == snapshot(one_by_one) == moved((None, running))
+    later = add(
+        None,
+        deltas(running, replace(running, status=TaskStatus.COMPLETED)),
+        {"inference.status": 4},
+        now=11.0,
+    )
+    run(table, 0, later.source_offsets, later.deltas)  # the next sum is new
+    assert aggregate([snapshot(table)], "*", NOW)["by_status"] == {"COMPLETED": 1}
