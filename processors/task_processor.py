@@ -6,9 +6,10 @@ tasks, applies `task_machine.handle` to every message in order, and writes in on
 (one round trip, one transaction) the new states, the command outcomes (with NOTIFY for the
 API), the consumed offsets, an outbox of the events and jobs to publish, and each partition's
 pending change to the task counters (see `task_counts`), which a batch about twice a second
-moves into the outbox as one `TaskCountsDelta` for the stream tables. The write first locks the batch's partition ownership rows and
-checks their epochs: a member that lost a partition (a zombie) writes nothing, and as only
-a partition's owner writes its tasks, the plain read before is as good as a locked one.
+moves into the outbox as one `TaskCountsDelta` for the stream tables. The write first locks
+the batch's partition ownership rows and checks their epochs: a member that lost a partition
+(a zombie) writes nothing, and as only a partition's owner writes its tasks, the plain read
+before is as good as a locked one.
 After commit the outbox rows are produced without waiting; each acknowledged row is deleted
 by the next batch's write, and a delivery failure stops the member. Leftovers from a crash
 are published when the partition is next assigned, so every row is published at least
