@@ -101,7 +101,8 @@ WITH owners AS (
 ), pended AS (
     INSERT INTO pending_counts (group_id, partition, deltas, source_offsets)
     SELECT %(group)s, c.partition, c.deltas, c.source_offsets
-    FROM jsonb_to_recordset(%(pending)s::jsonb) AS c(partition int, deltas jsonb, source_offsets jsonb)
+    FROM jsonb_to_recordset(%(pending)s::jsonb)
+        AS c(partition int, deltas jsonb, source_offsets jsonb)
     WHERE (SELECT ok FROM go)
     ON CONFLICT (group_id, partition) DO UPDATE
     SET deltas = EXCLUDED.deltas, source_offsets = EXCLUDED.source_offsets
