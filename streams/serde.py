@@ -13,6 +13,8 @@ import io
 import json
 import struct
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import fastavro
@@ -35,7 +37,7 @@ class AvroSerde:
         self._registry = registry
         self._catalog = catalog
         self._ids: dict[str, int] = {}
-        self._writers: dict[int, tuple[str, Any]] = {}
+        self._writers: dict[int, tuple[str, Callable[[bytes], dict[str, Any]]]] = {}
         self._codecs: dict[str, RecordCodec | None] = {}
         self._lock = threading.Lock()
 
@@ -82,13 +84,8 @@ class AvroSerde:
     def record_name(self, data: bytes | None) -> str | None:
         """The Avro record name a message value was written with, without decoding it
         (None when the value is not in the Confluent wire format)."""
-        if not data or len(data) < _HEADER.size:
-            return None
-        magic, schema_id = _HEADER.unpack_from(data)
-        if magic != MAGIC:
-            return None
         try:
-            return self._writer(schema_id)[0]
+            return self._header(data)[0]
         except SerializationError:
             return None
 
@@ -100,18 +97,13 @@ class AvroSerde:
         """(record name, its fields as Avro decodes them), without building the pydantic
         record: a reader can look at a field before paying for `build`. Fields of logical
         type uuid may come as text (`build` parses them)."""
-        name, schema_id, writer, reader = self._header(data)
+        name, schema_id, decode = self._header(data)
         if name not in RECORD_TYPES:
             raise SerializationError(
                 f"record {name} (schema id {schema_id}) is not one taskstream reads"
             )
         try:
-            codec = self._codec(name) if reader is None and name in self._catalog.raw else None
-            if codec is not None:  # written with our own schema: the compiled decoder
-                return name, codec.decode(data, _HEADER.size)
-            return name, fastavro.schemaless_reader(
-                io.BytesIO(data[_HEADER.size :]), writer, reader
-            )
+            return name, decode(data)
         except Exception as exc:  # fastavro raises a zoo of types on corrupt bodies
             raise SerializationError(
                 f"cannot decode {name} (schema id {schema_id}): {exc!r}"
@@ -124,18 +116,21 @@ class AvroSerde:
         except Exception as exc:
             raise SerializationError(f"cannot decode {name}: {exc!r}") from exc
 
-    def _header(self, data: bytes | None) -> tuple[str, int, Any, Any]:
+    def _header(self, data: bytes | None) -> tuple[str, int, Callable[[bytes], dict[str, Any]]]:
+        """(record name, schema id, decoder of the body) of a value in the wire format."""
         if not data or len(data) < _HEADER.size:
             raise SerializationError("value is empty or shorter than the 5-byte Confluent header")
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise SerializationError(f"unknown magic byte {magic}; expected Confluent wire format")
-        name, writer, reader = self._writer(schema_id)
-        return name, schema_id, writer, reader
+        name, decode = self._writer(schema_id)
+        return name, schema_id, decode
 
-    def _writer(self, schema_id: int) -> tuple[str, Any, Any]:
-        """(record name, parsed writer schema, reader schema or None when they are equal:
-        fastavro would otherwise compare the two in depth on every read)."""
+    def _writer(self, schema_id: int) -> tuple[str, Callable[[bytes], dict[str, Any]]]:
+        """(record name, how to decode a value written with that schema), decided once per
+        schema id: the compiled decoder when the writer's schema is one of ours, else fastavro
+        resolving the writer's schema against ours (given only when they differ: fastavro
+        would otherwise compare the two in depth on every read)."""
         with self._lock:
             if schema_id in self._writers:
                 return self._writers[schema_id]
@@ -146,8 +141,16 @@ class AvroSerde:
         schema = json.loads(text)
         name = f"{schema.get('namespace', '')}.{schema['name']}".lstrip(".")
         writer = fastavro.parse_schema(schema)
-        reader = self._catalog.parsed(name) if name in self._catalog.names else None
-        entry = (name, writer, None if reader == writer else reader)
+        ours = self._catalog.parsed(name) if name in self._catalog.raw else None
+        codec = self._codec(name) if ours == writer else None
+        if codec is not None:
+            entry = (name, partial(codec.decode, pos=_HEADER.size))
+        else:
+            entry = (name, partial(_fastavro_decode, writer, None if ours == writer else ours))
         with self._lock:
             self._writers[schema_id] = entry
         return entry
+
+
+def _fastavro_decode(writer: Any, reader: Any, data: bytes) -> dict[str, Any]:
+    return fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), writer, reader)
