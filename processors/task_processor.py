@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -143,12 +143,18 @@ class TaskProcessor:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # What is in flight lands before the next owner republishes the leftovers.
         self._producer.flush()
-        with self._lock:
-            for tp in partitions:
-                self._epochs.pop(tp.partition, None)
-        for tp in partitions:
-            self._pending.pop(tp.partition, None)  # the next owner reads them from Postgres
+        self._forget(tp.partition for tp in partitions)
         consumer.unassign()
+
+    def _forget(self, partitions: Iterable[int]) -> None:
+        """Drop the epochs and pending counts of partitions this member no longer owns (the
+        next owner reads the counts from Postgres)."""
+        partitions = list(partitions)
+        with self._lock:
+            for partition in partitions:
+                self._epochs.pop(partition, None)
+        for partition in partitions:
+            self._pending.pop(partition, None)
 
     # --- processing --------------------------------------------------------------------
 
@@ -205,11 +211,7 @@ class TaskProcessor:
                     partition,
                     epochs[partition],
                 )
-            with self._lock:
-                for partition in written.fenced:
-                    self._epochs.pop(partition, None)
-            for partition in written.fenced:
-                self._pending.pop(partition, None)
+            self._forget(written.fenced)
             epochs = {p: e for p, e in epochs.items() if p not in written.fenced}
             decoded = [(m, r) for m, r in decoded if m.partition() in epochs]
             batch = [m for m in batch if m.partition() in epochs]
@@ -263,7 +265,7 @@ class TaskProcessor:
 
     def _counts_due(self, now: float) -> set[int]:
         """Partitions whose pending counter changes are due for publishing."""
-        return {p for p, c in self._pending.items() if now - c.since >= PUBLISH_COUNTS_EVERY_S}
+        return {p for p, counts in self._pending.items() if _due(counts, now)}
 
     def _counts(
         self,
@@ -295,7 +297,7 @@ class TaskProcessor:
                 current = task_counts.add(current, moved, source[partition], now)
             if current is None:
                 continue
-            if now - current.since < PUBLISH_COUNTS_EVERY_S:
+            if not _due(current, now):
                 if moved:
                     pending[partition] = current
                 continue
@@ -356,3 +358,8 @@ class TaskProcessor:
             errors, self._delivery_errors = self._delivery_errors, []
             # the rows stay in the outbox; the restarted member publishes them on assignment
             raise DeliveryError(f"{len(errors)} outbox records not delivered: {errors[0]}")
+
+
+def _due(counts: PendingCounts, now: float) -> bool:
+    """Whether a partition's pending counter changes have waited long enough to publish."""
+    return now - counts.since >= PUBLISH_COUNTS_EVERY_S
