@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from types import SimpleNamespace
+
 import pytest
 
-from state import offsets
+from state import offsets, task_store
+from state.db import DatabaseError
 from state.migrations import MigrationError, available, migrate
+from state.task_store import BatchWrite
 
 
 def test_migrations_apply_once(db):
@@ -27,16 +32,30 @@ def test_an_applied_migration_that_changed_is_refused(db):
 
 def test_offsets_move_forward_only(db):
     with db.transaction() as conn:
-        offsets.store(conn, "g", "t", 0, 41)
-        offsets.store(conn, "g", "t", 0, 9)  # a replayed older message must not move it back
-        offsets.store(conn, "g", "t", 3, 7)
+        epoch = task_store.claim(conn, "g", 0, "member")
+        other = task_store.claim(conn, "g", 3, "member")
+    for applied in ({("t", 0): 41}, {("t", 0): 9, ("t", 3): 7}):  # 9: a replayed older message
+        task_store.apply_batch(
+            db, BatchWrite(group="g", epochs={0: epoch, 3: other}, offsets=applied)
+        )
+    with db.transaction() as conn:
         assert offsets.load(conn, "g", "t") == {0: 42, 3: 8}
         assert offsets.load(conn, "other", "t") == {}
 
 
-def test_offsets_roll_back_with_the_transaction(db):
-    with pytest.raises(RuntimeError), db.transaction() as conn:
-        offsets.store(conn, "g", "t", 0, 5)
-        raise RuntimeError("the projection failed half-way")
+def test_offsets_roll_back_with_the_state(db):
+    with db.transaction() as conn:
+        epoch = task_store.claim(conn, "g", 0, "member")
+    broken = {"task_id": uuid.uuid4(), "task_type": None}  # violates tasks.task_type NOT NULL
+    with pytest.raises(DatabaseError):
+        task_store.apply_batch(
+            db,
+            BatchWrite(
+                group="g",
+                epochs={0: epoch},
+                saved=[SimpleNamespace(**broken)],  # the projection failed half-way
+                offsets={("t", 0): 5},
+            ),
+        )
     with db.transaction() as conn:
         assert offsets.load(conn, "g", "t") == {}
