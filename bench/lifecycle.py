@@ -11,8 +11,6 @@ Starts `taskstream up` (everything embedded) in a temporary data dir, then measu
 Each figure is printed with its ratio to the baseline and the issue's floor, and each phase
 with the CPU milliseconds per task every process of the stack spent (the load generator's
 own share, `bench`, does the same work in every run: a rough gauge of the machine's speed).
-A fixed pure-Python loop is timed on the idle machine before and after: shared machines
-change speed by up to ~2x within minutes, and this says which speed a run had.
 """
 
 from __future__ import annotations
@@ -73,18 +71,6 @@ def cpu_by_role(root: int) -> dict[str, float]:
             continue
         totals[name] = totals.get(name, 0.0) + t.user + t.system
     return totals
-
-
-def machine_gauge() -> float:
-    """Milliseconds for a fixed pure-Python loop (best of three): the machine's current speed."""
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        total = 0
-        for i in range(1_000_000):
-            total += i * i
-        best = min(best, time.perf_counter() - started)
-    return best * 1000
 
 
 def cpu_line(before: dict[str, float], after: dict[str, float], n: int) -> str:
@@ -226,7 +212,6 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32)
     args = parser.parse_args()
-    gauge = [machine_gauge()]
     with tempfile.TemporaryDirectory(prefix="taskstream-bench-") as tmp:
         proc, info = launch(Path(tmp))
         try:
@@ -239,11 +224,9 @@ def main() -> None:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
-    gauge.append(machine_gauge())
     print(
         f"tasks={args.tasks} clients={args.clients} (echo provider, embedded stack, {os.cpu_count()} cores)"
     )
-    print(f"machine   fixed pure-Python loop {gauge[0]:.0f} ms before, {gauge[1]:.0f} ms after")
     print(f"baseline  raw Kafka produce+consume      {base:9.0f} records/s")
     print(
         f"kafka     create -> COMPLETED via API    {kafka:9.0f} tasks/s   ratio {kafka / base:.3f}"
