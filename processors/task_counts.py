@@ -99,11 +99,17 @@ def add(
     because the newest batch in it consumed a newer offset of some topic than all before."""
     deltas = Counter(pending.deltas) if pending else Counter()
     deltas.update(changes)
-    offsets = dict(pending.source_offsets) if pending else {}
-    for topic, offset in source_offsets.items():
-        offsets[topic] = max(offset, offsets.get(topic, -1))
+    offsets = _newest(pending.source_offsets if pending else {}, source_offsets)
     since = pending.since if pending else now
     return PendingCounts({k: v for k, v in deltas.items() if v}, offsets, since)
+
+
+def _newest(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    """The larger offset of each topic in either."""
+    newest = dict(a)
+    for topic, offset in b.items():
+        newest[topic] = max(offset, newest.get(topic, -1))
+    return newest
 
 
 def table_key(partition: int, counter: str) -> str:
@@ -135,9 +141,10 @@ def apply(
         return None
     counts = Counter(stored["counts"]) if stored else Counter()
     counts.update(changes)
-    for topic, offset in source_offsets.items():
-        offsets[topic] = max(offset, offsets.get(topic, -1))
-    return {"offsets": offsets, "counts": {k: v for k, v in counts.items() if v}}
+    return {
+        "offsets": _newest(offsets, source_offsets),
+        "counts": {k: v for k, v in counts.items() if v},
+    }
 
 
 def partition_of(key: str) -> int:
