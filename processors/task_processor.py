@@ -1,8 +1,8 @@
 """The task processor: the single writer of task state.
 
 Consumes `tasks.commands` and the workers' status topics (co-partitioned by task id, range
-assignor, so one member owns all of a task's messages). For each consumed batch it reads the
-tasks, applies `task_machine.handle` to every message in order, and writes in one statement
+assignor, so one member owns all of a task's messages). For each consumed batch it takes the
+tasks' states, applies `task_machine.handle` to every message in order, and writes in one statement
 (one round trip, one transaction) the new states, the command outcomes (with NOTIFY for the
 API), the consumed offsets, an outbox of the events and jobs to publish, and each partition's
 pending change to the task counters (see `task_counts`), which a batch about twice a second
@@ -10,6 +10,12 @@ moves into the outbox as one `TaskCountsDelta` for the stream tables. The write 
 the batch's partition ownership rows and checks their epochs: a member that lost a partition
 (a zombie) writes nothing, and as only a partition's owner writes its tasks, the plain read
 before is as good as a locked one.
+
+The states come from what the member itself wrote (`KnownStates`): as the single writer of
+its partitions it knows them without asking Postgres, so a batch reads only tasks it has not
+seen, and a create of an unseen id is decided as new and written on the condition that no
+such task exists (if one does, the write does nothing and the batch is decided again with it
+read). Under steady load a batch is then one round trip: its write.
 After commit the outbox rows are produced without waiting; each acknowledged row is deleted
 by the next batch's write, and a delivery failure stops the member. Leftovers from a crash
 are published when the partition is next assigned, so every row is published at least
@@ -39,7 +45,14 @@ from state.db import Database
 from state.task_store import BatchWrite
 from streams.consumer import PoisonMessage, dead_letter, group_config, next_batch
 from streams.producer import DeliveryError, RecordProducer
-from streams.records import CommandOutcome, InferenceJob, Record, TaskCountsDelta, TrainingJob
+from streams.records import (
+    CommandOutcome,
+    CreateTask,
+    InferenceJob,
+    Record,
+    TaskCountsDelta,
+    TrainingJob,
+)
 from streams.serde import AvroSerde, SerializationError
 from streams.topics import (
     INFERENCE_JOBS,
@@ -57,6 +70,40 @@ GROUP = "taskstream.processors.tasks"
 PUBLISH_COUNTS_EVERY_S = 0.5  # how long a partition's counter changes may wait unpublished
 OutboxRow = tuple[int, int, str, str, bytes]  # outbox id, partition, topic, key, value
 INPUTS = (TASK_COMMANDS, INFERENCE_STATUS, TRAINING_STATUS)
+KNOWN_STATES = 20_000  # per member; the tasks written least recently are read again if needed
+
+
+class KnownStates:
+    """The tasks' states as this member last wrote or read them, for the partitions it owns:
+    at most `limit`, the least recently written dropped first."""
+
+    def __init__(self, limit: int = KNOWN_STATES) -> None:
+        self._limit = limit
+        self._states: dict[UUID, tuple[int, TaskState]] = {}
+
+    def __contains__(self, task_id: UUID) -> bool:
+        return task_id in self._states
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, task_id: UUID) -> TaskState:
+        return self._states[task_id][1]
+
+    def update(self, states: dict[UUID, tuple[int, TaskState | None]]) -> None:
+        """Take states a batch wrote or read (None: the task is gone)."""
+        for task_id, (partition, state) in states.items():
+            self._states.pop(task_id, None)
+            if state is not None:
+                self._states[task_id] = (partition, state)
+        while len(self._states) > self._limit:
+            del self._states[next(iter(self._states))]
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the tasks of partitions this member no longer owns (their next owner may
+        change them)."""
+        gone = set(partitions)
+        self._states = {t: ps for t, ps in self._states.items() if ps[0] not in gone}
 
 
 class TaskProcessor:
@@ -81,6 +128,7 @@ class TaskProcessor:
         self._epochs: dict[int, int] = {}
         self._published: list[int] = []  # outbox ids acknowledged, to delete with the next batch
         self._pending: dict[int, PendingCounts] = {}  # as stored in pending_counts
+        self._known = KnownStates()
         self._delivery_errors: list[KafkaError] = []
         self._lock = threading.Lock()
         self.joined = threading.Event()
@@ -147,14 +195,15 @@ class TaskProcessor:
         consumer.unassign()
 
     def _forget(self, partitions: Iterable[int]) -> None:
-        """Drop the epochs and pending counts of partitions this member no longer owns (the
-        next owner reads the counts from Postgres)."""
+        """Drop the epochs, pending counts and known states of partitions this member no
+        longer owns (a next owner reads them from Postgres)."""
         partitions = list(partitions)
         with self._lock:
             for partition in partitions:
                 self._epochs.pop(partition, None)
         for partition in partitions:
             self._pending.pop(partition, None)
+        self._known.forget(partitions)
 
     # --- processing --------------------------------------------------------------------
 
@@ -182,7 +231,9 @@ class TaskProcessor:
         The write also deletes the outbox rows acknowledged since the previous batch: a crash
         before it commits only means they are published once more (same ids, harmless). When
         a partition turns out to belong to another epoch nothing is written: its messages
-        are left to the owner and the rest of the batch is applied again.
+        are left to the owner and the rest of the batch is applied again. When a task decided
+        as new exists after all, nothing is written either: it is read, and the batch decided
+        again.
         """
         decoded: list[tuple[Message, Record]] = []
         for msg in batch:
@@ -193,17 +244,22 @@ class TaskProcessor:
         if len(decoded) < len(batch):
             self._producer.flush()  # dead letters durable before their offsets commit
         published = self._published[:]
+        read: dict[UUID, TaskState | None] = {}  # tasks found to exist after all
         while epochs:
             # in consumption order: the last offset of each (topic, partition) wins
             offsets = {(m.topic(), m.partition()): m.offset() for m in batch}
-            write = self._decide(decoded, epochs, published, offsets)
+            write, states = self._decide(decoded, epochs, published, offsets, read)
             written = task_store.apply_batch(self._db, write)
-            if not written.fenced:
+            if written.present:
+                read.update(dict.fromkeys(written.present))
+                read.update(task_store.load(self._db, written.present))
+            if not written.fenced and not written.present:
                 del self._published[: len(published)]
                 self.applied += len(decoded)
                 self._pending.update(write.pending)
                 for partition in write.flushed:
                     del self._pending[partition]
+                self._known.update(states)
                 return [(i, *row) for i, row in zip(written.outbox_ids, write.outbox, strict=True)]
             for partition in written.fenced:
                 logger.warning(
@@ -223,13 +279,12 @@ class TaskProcessor:
         epochs: dict[int, int],
         published: list[int],
         offsets: dict[tuple[str, int], int],
-    ) -> BatchWrite:
-        """Run the state machine over the batch's records, in order: the write it makes."""
+        read: dict[UUID, TaskState | None],
+    ) -> tuple[BatchWrite, dict[UUID, tuple[int, TaskState | None]]]:
+        """Run the state machine over the batch's records, in order: the write it makes, and
+        every task's state after it (with its partition) for `KnownStates`."""
         now = self._clock()
-        task_ids = {record.task_id for _, record in decoded}
-        states: dict[UUID, TaskState | None] = (
-            dict(task_store.load(self._db, task_ids)) if task_ids else {}
-        )
+        states, absent = self._states(decoded, read)
         before = dict(states)
         partition_of: dict[UUID, int] = {}
         outcomes: list[CommandOutcome] = []
@@ -250,10 +305,11 @@ class TaskProcessor:
                 outcome = self._serde.serialize(decision.outcome)
                 rows.append((partition, TASK_EVENTS.name, key, outcome))
         pending, flushed, deltas = self._counts(epochs, offsets, partition_of, before, states)
-        return BatchWrite(
+        write = BatchWrite(
             group=GROUP,
             epochs=epochs,
             published=published,
+            absent=absent,
             offsets=offsets,
             saved=[s for t, s in states.items() if s is not None and s is not before.get(t)],
             deleted=[t for t, s in states.items() if s is None and before.get(t)],
@@ -262,6 +318,35 @@ class TaskProcessor:
             pending=pending,
             flushed=flushed,
         )
+        return write, {t: (partition_of[t], s) for t, s in states.items()}
+
+    def _states(
+        self, decoded: list[tuple[Message, Record]], read: dict[UUID, TaskState | None]
+    ) -> tuple[dict[UUID, TaskState | None], list[UUID]]:
+        """The batch's tasks as they are before it: (states, the ids taken for new without a
+        read). A task is known to this member, or was read for this batch, or is created by
+        its first message here (new unless the write finds it), or else is read now."""
+        states: dict[UUID, TaskState | None] = {}
+        absent: list[UUID] = []
+        unseen: list[UUID] = []
+        seen: set[UUID] = set()
+        for _, record in decoded:
+            task_id = record.task_id
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            if task_id in self._known:
+                states[task_id] = self._known.get(task_id)
+            elif task_id in read:
+                states[task_id] = read[task_id]
+            elif isinstance(record, CreateTask):
+                absent.append(task_id)
+            else:
+                unseen.append(task_id)
+        if unseen:
+            found = task_store.load(self._db, unseen)
+            states.update((t, found.get(t)) for t in unseen)
+        return states, absent
 
     def _counts_due(self, now: float) -> set[int]:
         """Partitions whose pending counter changes are due for publishing."""

@@ -1,8 +1,8 @@
 """Task state rows, command outcomes, the outbox and partition fencing (Postgres).
 
-Used by the task processor: per batch one read (`load`) and one write (`apply_batch`); all
-SQL is composed from fixed identifiers with `psycopg.sql`, values always passed as
-parameters.
+Used by the task processor: per batch one write (`apply_batch`), and a read (`load`) of the
+tasks it has not seen yet; all SQL is composed from fixed identifiers with `psycopg.sql`,
+values always passed as parameters.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ _SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%b)").format(cols
 # `owners` locks the batch's partition ownership rows first (every write below waits on
 # `go`, which reads it), so a new owner cannot claim a partition until the batch commits;
 # if any partition belongs to another epoch now, nothing is written and the fenced partitions
-# come back. Task rows travel as one JSON array that Postgres turns into typed records
+# come back. Likewise when a task the batch took for new (`absent`: a create of an id its
+# member had not seen, decided without a read) exists after all: nothing is written and those
+# ids come back, to be read and decided again. Task rows travel as one JSON array that Postgres turns into typed records
 # (jsonb_populate_recordset) instead of a parameter per column per row. A stored verdict
 # wakes the API waiters (pg_notify, delivered on commit) with `<command_id> <outcome>` and,
 # when the batch saved the task, ` <the task's READ_COLUMNS as JSON>`, so a waiter answers
@@ -60,8 +62,11 @@ WITH owners AS (
     SELECT coalesce(array_agg(u.p ORDER BY u.p), '{{}}') AS partitions
     FROM unnest(%(partitions)b::int[], %(epochs)b::bigint[]) AS u(p, e)
     WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.partition = u.p AND o.epoch = u.e)
+), present AS (
+    SELECT coalesce(array_agg(id ORDER BY id), '{{}}') AS ids
+    FROM tasks WHERE id = ANY(%(absent)b::uuid[])
 ), go AS (
-    SELECT cardinality(partitions) = 0 AS ok FROM fenced
+    SELECT cardinality(f.partitions) = 0 AND cardinality(p.ids) = 0 AS ok FROM fenced f, present p
 ), cleared AS (
     DELETE FROM outbox WHERE id = ANY(%(published)b::bigint[]) AND (SELECT ok FROM go)
 ), saved AS (
@@ -119,6 +124,7 @@ WITH owners AS (
     RETURNING id
 )
 SELECT (SELECT partitions FROM fenced),
+       (SELECT ids FROM present),
        (SELECT coalesce(array_agg(id ORDER BY id), '{{}}') FROM queued),
        (SELECT n FROM notified)
 """
@@ -156,6 +162,7 @@ class BatchWrite:
     group: str
     epochs: dict[int, int]  # partition -> the epoch this member holds it at
     published: Sequence[int] = ()  # outbox ids acknowledged since the last batch: deleted
+    absent: Sequence[UUID] = ()  # tasks decided as new without a read: none may exist
     saved: Sequence[TaskState] = ()
     deleted: Sequence[UUID] = ()
     outcomes: Sequence[CommandOutcome] = ()
@@ -168,6 +175,7 @@ class BatchWrite:
 @dataclass(frozen=True)
 class BatchWritten:
     fenced: list[int]  # partitions another epoch owns: nothing was written
+    present: list[UUID]  # tasks of `absent` that exist: nothing was written
     outbox_ids: list[int]  # in the order of `BatchWrite.outbox`
 
 
@@ -191,6 +199,7 @@ def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
         "partitions": list(batch.epochs),
         "epochs": list(batch.epochs.values()),
         "published": list(batch.published),
+        "absent": list(batch.absent),
         "tasks": json.dumps(
             [{**vars(state), "id": state.task_id} for state in batch.saved], default=_json_scalar
         ),
@@ -219,8 +228,8 @@ def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
             ("outbox_partitions", "outbox_topics", "outbox_keys", "outbox_values"), batch.outbox
         ),
     }
-    ((fenced, ids, _),) = db.execute(_APPLY, params)
-    return BatchWritten(fenced=list(fenced), outbox_ids=list(ids))
+    ((fenced, present, ids, _),) = db.execute(_APPLY, params)
+    return BatchWritten(fenced=list(fenced), present=list(present), outbox_ids=list(ids))
 
 
 def _columns(names: Sequence[str], rows: Sequence[Sequence]) -> dict[str, list]:

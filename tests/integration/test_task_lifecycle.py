@@ -16,6 +16,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from openapi_spec_validator import validate
 
+from api.tasks import _IDEMPOTENCY_NAMESPACE
 from processors.task_machine import MAX_RETRIES
 from streams.records import TaskCreatedEvent, TaskStatusEvent
 from streams.registry import HttpSchemaRegistry
@@ -162,6 +163,43 @@ def test_idempotency_key(running_api):
         "POST", "/api/v1/tasks/", echo_task(seed=2), api.admin_token, headers=headers
     )
     assert s3 == 409 and "different body" in body["detail"]
+
+
+def test_a_create_checks_postgres_for_tasks_its_processor_has_not_seen(running_api, database_url):
+    """The processor decides creates of ids it has not seen as new without reading them; a
+    task some earlier owner wrote (here: put in Postgres directly) must still be found."""
+    api = running_api
+    first_key, second_key = f"order-{uuid.uuid4()}", f"order-{uuid.uuid4()}"
+    status, created = api.call(
+        "POST", "/api/v1/tasks/", echo_task(seed=3), api.admin_token,
+        headers={"Idempotency-Key": first_key},
+    )  # fmt: skip
+    assert status == 200
+    wait_status(api, created["id"], {"COMPLETED"})
+    # the task the second key names, as an earlier owner left it: COMPLETED, same body
+    earlier = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"None\0{second_key}")
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO tasks (id, task_type, status, version, priority, provider_type,"
+            " progress, created_at, updated_at, completed_at, idempotency_key, payload_json,"
+            " fields)"
+            " SELECT %s, task_type, 'COMPLETED', 9, priority, provider_type, 100, created_at,"
+            " updated_at, updated_at, %s, payload_json, fields FROM tasks WHERE id = %s",
+            (earlier, second_key, created["id"]),
+        )
+    status, again = api.call(
+        "POST", "/api/v1/tasks/", echo_task(seed=3), api.admin_token,
+        headers={"Idempotency-Key": second_key},
+    )  # fmt: skip
+    assert (status, again["id"], again["status"]) == (200, str(earlier), "COMPLETED")
+    status, body = api.call(
+        "POST", "/api/v1/tasks/", echo_task(seed=4), api.admin_token,
+        headers={"Idempotency-Key": second_key},
+    )  # fmt: skip
+    assert status == 409 and "different body" in body["detail"]
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT status, version FROM tasks WHERE id = %s", (earlier,)).fetchone()
+    assert row == ("COMPLETED", 9)  # never overwritten as a new task
 
 
 def test_tenants_see_only_their_own_tasks(running_api):

@@ -160,6 +160,38 @@ def test_a_member_that_lost_a_partition_writes_nothing(db):
     assert task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={5: 1})).fenced == [5]
 
 
+def test_a_batch_that_took_an_existing_task_for_new_writes_nothing(db):
+    epoch = claim(db, 4)
+    old = state(status=TaskStatus.COMPLETED, version=3)
+    task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={4: epoch}, saved=[old]))
+    new = state()
+    taken_for_new = replace(old, status=TaskStatus.PENDING, version=1)
+    command_id = uuid.uuid4()
+    written = task_store.apply_batch(
+        db,
+        BatchWrite(
+            group=GROUP,
+            epochs={4: epoch},
+            absent=[new.task_id, old.task_id],
+            saved=[new, taken_for_new],
+            outcomes=[verdict(taken_for_new, command_id)],
+            offsets={("tasks.commands", 4): 21},
+            outbox=[(4, "tasks.events", "k", b"v")],
+        ),
+    )
+    assert written.present == [old.task_id] and written.fenced == []
+    assert written.outbox_ids == []
+    assert task_store.load(db, [old.task_id, new.task_id]) == {old.task_id: old}
+    assert rows(db, "SELECT count(*) FROM command_outcomes") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM outbox") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM consumed_offsets WHERE partition = 4") == [(0,)]
+    # decided again with the task read, the batch lands
+    written = task_store.apply_batch(
+        db, BatchWrite(group=GROUP, epochs={4: epoch}, absent=[new.task_id], saved=[new])
+    )
+    assert written.present == [] and task_store.load(db, [new.task_id]) == {new.task_id: new}
+
+
 def test_a_hard_delete_removes_the_row(db):
     epoch = claim(db, 0)
     task = state()
