@@ -73,9 +73,29 @@ def contribution(state: TaskState | None) -> Counter[str]:
 
 def deltas(before: TaskState | None, after: TaskState | None) -> dict[str, int]:
     """The counter changes of a task going from `before` to `after` (None: not there)."""
+    if before is not None and after is not None and _counted_as(before) == _counted_as(after):
+        # the common case, a status change (or none): only the status counters move
+        if before.status is after.status:
+            return {}
+        moved: dict[str, int] = {}
+        for scope in scopes(after.origin_instance, after.origin_zone):
+            moved[f"{scope}|status|{before.status.value}"] = -1
+            moved[f"{scope}|status|{after.status.value}"] = 1
+        return moved
     change = contribution(after)
     change.subtract(contribution(before))
     return {k: v for k, v in change.items() if v}
+
+
+def _counted_as(state: TaskState) -> tuple:
+    """What `contribution` reads of a task, besides its status."""
+    return (
+        state.origin_instance,
+        state.origin_zone,
+        state.provider_type,
+        state.task_type,
+        minute(state.created_at),
+    )
 
 
 @dataclass(frozen=True)

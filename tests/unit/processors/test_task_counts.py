@@ -7,7 +7,15 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from processors.task_counts import add, aggregate, apply, deltas, expired, table_keys
+from processors.task_counts import (
+    add,
+    aggregate,
+    apply,
+    contribution,
+    deltas,
+    expired,
+    table_keys,
+)
 from processors.task_machine import TaskState
 from streams.records import TaskStatus
 
@@ -60,6 +68,25 @@ def test_counts_follow_the_lifecycle_in_every_scope():
     assert aggregate([counts], "z:eu", NOW)["total_tasks"] == 1
     assert aggregate([counts], "i:prod", NOW)["by_status"] == {"COMPLETED": 1, "CANCELLED": 1}
     assert aggregate([counts], "iz:prod/eu", NOW)["by_task_type"] == {"GENERATION": 1}
+
+
+def test_every_change_moves_the_counters_by_the_difference_of_contributions():
+    a = task()
+    changed = [
+        replace(a, status=status, progress=p) for status in TaskStatus for p in (0.0, 50.0)
+    ] + [
+        replace(a, provider_type=None),
+        replace(a, origin_zone=None, status=TaskStatus.EXECUTING),
+        replace(a, origin_instance="other"),
+        replace(a, task_type="REFINE", status=TaskStatus.FAILED),
+        replace(a, created_at=NOW + timedelta(minutes=2)),
+        replace(a, created_at=NOW + timedelta(seconds=30), status=TaskStatus.COMPLETED),
+    ]
+    for before in [a, *changed]:
+        for after in [a, *changed]:
+            expected = contribution(after)
+            expected.subtract(contribution(before))
+            assert deltas(before, after) == {k: v for k, v in expected.items() if v}
 
 
 def test_changes_that_do_not_move_a_counter_make_no_delta():
