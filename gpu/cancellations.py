@@ -1,7 +1,10 @@
-"""Which tasks were cancelled, as seen on `tasks.events`: lets a worker stop a running job.
+"""Which tasks were cancelled, as seen on `tasks.cancellations`: lets a worker stop a running
+job.
 
-Follows every partition from the end (only what happens from now on) and remembers the most
-recent cancelled task ids (bounded). The task processor drops any report that arrives after
+The task processor publishes every CANCELLED `TaskStatusEvent` there as well as on
+`tasks.events`, so a worker reads a record per cancellation instead of sifting every task
+event. The watch follows every partition from the end (only what happens from now on) and
+remembers the most recent cancelled task ids (bounded). The task processor drops any report that arrives after
 CANCELLED, so a cancellation this reader misses costs work, never correctness.
 """
 
@@ -16,14 +19,16 @@ from confluent_kafka import OFFSET_END
 from streams.latest import TopicReader
 from streams.records import Record, TaskStatus, TaskStatusEvent
 from streams.serde import AvroSerde
-from streams.topics import TASK_EVENTS
+from streams.topics import TASK_CANCELLATIONS
 
 REMEMBERED = 10_000
 
 
 class CancellationWatch(TopicReader):
     def __init__(self, bootstrap: str, serde: AvroSerde, fetch_wait_ms: int = 200) -> None:
-        super().__init__(bootstrap, TASK_EVENTS, serde, OFFSET_END, fetch_wait_ms, TaskStatusEvent)
+        super().__init__(
+            bootstrap, TASK_CANCELLATIONS, serde, OFFSET_END, fetch_wait_ms, TaskStatusEvent
+        )
         self._cancelled: OrderedDict[UUID, None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -32,7 +37,7 @@ class CancellationWatch(TopicReader):
             return task_id in self._cancelled
 
     def wanted(self, name: str, fields: dict) -> bool:
-        return fields.get("status") == TaskStatus.CANCELLED.value  # most events are not
+        return fields.get("status") == TaskStatus.CANCELLED.value
 
     def on_record(self, key: bytes | None, record: Record | None) -> None:
         if isinstance(record, TaskStatusEvent) and record.status == TaskStatus.CANCELLED:

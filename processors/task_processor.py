@@ -16,7 +16,8 @@ its partitions it knows them without asking Postgres, so a batch reads only task
 seen, and a create of an unseen id is decided as new and written on the condition that no
 such task exists (if one does, the write does nothing and the batch is decided again with it
 read). Under steady load a batch is then one round trip: its write.
-After commit the outbox rows are produced without waiting; each acknowledged row is deleted
+A CANCELLED `TaskStatusEvent` also goes to `tasks.cancellations`, the
+workers' cancellation watch. After commit the outbox rows are produced without waiting; each acknowledged row is deleted
 by the next batch's write, and a delivery failure stops the member. Leftovers from a crash
 are published when the partition is next assigned, so every row is published at least
 once, in order.
@@ -51,12 +52,15 @@ from streams.records import (
     InferenceJob,
     Record,
     TaskCountsDelta,
+    TaskStatus,
+    TaskStatusEvent,
     TrainingJob,
 )
 from streams.serde import AvroSerde, SerializationError
 from streams.topics import (
     INFERENCE_JOBS,
     INFERENCE_STATUS,
+    TASK_CANCELLATIONS,
     TASK_COMMANDS,
     TASK_COUNTS,
     TASK_EVENTS,
@@ -296,7 +300,10 @@ class TaskProcessor:
             partition = msg.partition()
             partition_of[record.task_id] = partition
             for event in decision.events:
-                rows.append((partition, TASK_EVENTS.name, key, self._serde.serialize(event)))
+                value = self._serde.serialize(event)
+                rows.append((partition, TASK_EVENTS.name, key, value))
+                if isinstance(event, TaskStatusEvent) and event.status == TaskStatus.CANCELLED:
+                    rows.append((partition, TASK_CANCELLATIONS.name, key, value))
             for job in decision.jobs:
                 topic = TRAINING_JOBS if isinstance(job, TrainingJob) else INFERENCE_JOBS
                 rows.append((partition, topic.name, key, self._serde.serialize(job)))

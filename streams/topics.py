@@ -47,6 +47,11 @@ WEBHOOK_RETRY = TopicSpec("webhooks.retry", key="event_id", partitions=3)
 # One TaskCountsDelta per batch of the task processor, to the partition it came from.
 TASK_COUNTS = TopicSpec("tasks.counts", key="partition", partitions=6)
 MONITORING_STATS = TopicSpec("monitoring.stats", key="partition", partitions=1, compacted=True)
+# The CANCELLED TaskStatusEvents again, for the workers' cancellation watches: tasks.events
+# carries ~6 records per task, which every worker would otherwise fetch and sift.
+TASK_CANCELLATIONS = TopicSpec(
+    "tasks.cancellations", key="task_id", partitions=6, retention_ms=24 * 3600 * 1000
+)
 
 PRIMARY: tuple[TopicSpec, ...] = (
     TASK_COMMANDS,
@@ -62,6 +67,7 @@ PRIMARY: tuple[TopicSpec, ...] = (
     WEBHOOK_RETRY,
     TASK_COUNTS,
     MONITORING_STATS,
+    TASK_CANCELLATIONS,
 )
 
 

@@ -119,7 +119,7 @@ def test_bad_bodies_get_422_with_locations(running_api):
     assert api.call("GET", "/api/v1/tasks/?limit=5000", token=api.admin_token)[0] == 422
 
 
-def test_cancel_running_stops_the_job_and_a_second_cancel_conflicts(running_api):
+def test_cancel_running_stops_the_job_and_a_second_cancel_conflicts(running_api, bootstrap):
     api = running_api
     long = echo_task(provider_config={"delay_ms": 30_000})
     _, created = api.call("POST", "/api/v1/tasks/", long, api.admin_token)
@@ -137,6 +137,18 @@ def test_cancel_running_stops_the_job_and_a_second_cancel_conflicts(running_api)
     wait_status(api, quick["id"], {"COMPLETED"}, timeout=10)
     assert time.monotonic() - started < 5
     assert wait_status(api, created["id"], {"CANCELLED"})["status"] == "CANCELLED"
+    # what the worker's watch read: the cancellation alone, not the task's other events
+    registry = HttpSchemaRegistry(api.url + "/schema-registry", f"admin:{api.admin_token}")
+    serde = AvroSerde(registry, load_catalog())
+    watched = [
+        serde.deserialize(m.value())
+        for m in read_topic(bootstrap, "tasks.cancellations", 1000, timeout=3)
+        if m.key().decode() == created["id"]
+    ]
+    registry.close()
+    assert [(type(e).__name__, str(e.status)) for e in watched] == [
+        ("TaskStatusEvent", "CANCELLED")
+    ]
 
 
 def test_failures_are_retried_then_failed_with_the_reason(running_api):
