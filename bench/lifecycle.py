@@ -9,8 +9,9 @@ Starts `taskstream up` (everything embedded) in a temporary data dir, then measu
             with create latency p50/p99 (each client opens its keep-alive connection with one
             list request before the clock starts, as load generators warm up)
 Each figure is printed with its ratio to the baseline and the issue's floor, and each phase
-with the CPU milliseconds per task every process of the stack spent (the load generator's
-own share, `bench`, does the same work in every run: a rough gauge of the machine's speed).
+with the CPU milliseconds per task every process of the stack spent and a gauge of the
+machine's speed during it (`SpeedGauge`): on a shared machine the same work costs up to ~1.5x
+the CPU in slow spells, and the gauge tells which kind of spell a run had.
 
 The load generator shares the machine's two cores with the stack, so its HTTP clients are
 lean (`Connection`: a prebuilt request written to a keep-alive connection, the response
@@ -28,6 +29,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -81,11 +83,46 @@ def cpu_by_role(root: int) -> dict[str, float]:
     return totals
 
 
-def cpu_line(before: dict[str, float], after: dict[str, float], n: int) -> str:
-    """CPU milliseconds per task spent by each role between two `cpu_by_role` snapshots."""
+def cpu_line(before: dict[str, float], after: dict[str, float], n: int, gauge: SpeedGauge) -> str:
+    """CPU milliseconds per task spent by each role between two `cpu_by_role` snapshots, and
+    the machine's speed gauge meanwhile."""
     per = {k: (after[k] - before.get(k, 0.0)) * 1000 / n for k in after}
     parts = [f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.01]
-    return f"          CPU ms/task: total {sum(per.values()):.2f} = " + ", ".join(parts)
+    return (
+        f"          CPU ms/task: total {sum(per.values()):.2f} = {', '.join(parts)}"
+        f"   (speed gauge {gauge.ms:.2f} ms)"
+    )
+
+
+class SpeedGauge:
+    """How fast the machine is while a phase runs: the CPU time (ms) a fixed piece of Python
+    work takes, sampled every 50 ms on a thread of the load generator (~1% of a core); the
+    median over the phase. Measured during the phase, not before or after it, because a
+    shared machine's speed changes within a run."""
+
+    def __init__(self, every_s: float = 0.05) -> None:
+        self._every_s = every_s
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="speed-gauge", daemon=True)
+
+    def __enter__(self) -> SpeedGauge:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            started = time.thread_time()
+            sum(range(20_000))
+            self._samples.append(time.thread_time() - started)
+
+    @property
+    def ms(self) -> float:
+        return statistics.median(self._samples) * 1000 if self._samples else float("nan")
 
 
 def baseline(bootstrap: str, n: int) -> float:
@@ -286,9 +323,11 @@ def main() -> None:
         try:
             base = baseline(info["bootstrap_servers"], args.tasks)
             cpu = [cpu_by_role(proc.pid)]
-            kafka = asyncio.run(via_kafka(info, args.tasks))
+            with SpeedGauge() as kafka_speed:
+                kafka = asyncio.run(via_kafka(info, args.tasks))
             cpu.append(cpu_by_role(proc.pid))
-            http, p50, p99 = uvloop.run(via_http(info, args.tasks, args.clients))
+            with SpeedGauge() as http_speed:
+                http, p50, p99 = uvloop.run(via_http(info, args.tasks, args.clients))
             cpu.append(cpu_by_role(proc.pid))
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -301,7 +340,7 @@ def main() -> None:
         f"kafka     create -> COMPLETED via API    {kafka:9.0f} tasks/s   ratio {kafka / base:.3f}"
         f"   floor {FLOORS['kafka']:.0f}: {'ok' if kafka >= FLOORS['kafka'] else 'BELOW'}"
     )
-    print(cpu_line(cpu[0], cpu[1], args.tasks))
+    print(cpu_line(cpu[0], cpu[1], args.tasks, kafka_speed))
     print(
         f"http      create -> COMPLETED via API    {http:9.0f} tasks/s   ratio {http / base:.3f}"
         f"   floor {FLOORS['http']:.0f}: {'ok' if http >= FLOORS['http'] else 'BELOW'}"
@@ -310,7 +349,7 @@ def main() -> None:
         f"http      create latency p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
         f"   floor p99 < {FLOORS['p99_ms']:.0f} ms: {'ok' if p99 < FLOORS['p99_ms'] else 'ABOVE'}"
     )
-    print(cpu_line(cpu[1], cpu[2], args.tasks))
+    print(cpu_line(cpu[1], cpu[2], args.tasks, http_speed))
 
 
 if __name__ == "__main__":
