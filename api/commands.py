@@ -1,8 +1,10 @@
 """Sending commands and awaiting their outcomes, for read-your-writes.
 
-`CommandSender` produces a command to `tasks.commands` and awaits the broker's
-acknowledgement without blocking the event loop (a thread polls the producer).
-`OutcomeWaiter` listens on Postgres channel `command_outcomes`, where the task processor
+`CommandSender` produces a command to `tasks.commands` without blocking the event loop (a
+thread polls the producer for acknowledgements). A request then awaits the command's
+outcome: its notification comes after the broker's acknowledgement anyway, so a delivered
+command costs the event loop no wake-up of its own; a refused one fails the awaited outcome
+with `CommandNotSent`. `OutcomeWaiter` listens on Postgres channel `command_outcomes`, where the task processor
 NOTIFYs `<command id> <outcome>[ <task row as JSON>]` in the same transaction that applies
 it, so when a waiter wakes the task row already shows the command's effect, and usually
 comes with it; only a rejection's reason is read from the table.
@@ -35,11 +37,32 @@ class CommandNotSent(Exception):
     """The broker did not acknowledge a command."""
 
 
+@dataclass
+class Delivery:
+    """A produced command's delivery, as the producer's thread reports it."""
+
+    acknowledged: bool = False
+    error: CommandNotSent | None = None
+
+    async def wait(self, poll_s: float = 0.01) -> None:
+        """Return once the broker has the command (raise `CommandNotSent` if it refused it).
+        Only a request still waiting past its bound needs this, so a short poll does."""
+        while not self.acknowledged:
+            if self.error is not None:
+                raise self.error
+            await asyncio.sleep(poll_s)
+
+
 class CommandSender:
-    def __init__(self, bootstrap: str, serde: AvroSerde) -> None:
+    def __init__(self, bootstrap: str, serde: AvroSerde, **overrides: Any) -> None:
         self._serde = serde
         self._producer = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 2}
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                **overrides,
+            }
         )
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="command-sender", daemon=True)
@@ -49,20 +72,25 @@ class CommandSender:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    async def send(self, record: Record) -> None:
-        """Produce one command keyed by its task id; returns once the broker has it."""
+    def send(self, record: Record, outcome: asyncio.Future) -> Delivery:
+        """Produce one command keyed by its task id, without waiting. If the broker refuses
+        it, `outcome` (the future awaiting the command's outcome) fails with
+        `CommandNotSent`; the returned `Delivery` tells whether the broker has it."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        delivery = Delivery()
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
-            outcome = CommandNotSent(str(err)) if err is not None else None
-            loop.call_soon_threadsafe(_settle, done, outcome)
+            if err is None:
+                delivery.acknowledged = True
+            else:
+                delivery.error = CommandNotSent(str(err))
+                loop.call_soon_threadsafe(_fail, outcome, delivery.error)
 
         value = self._serde.serialize(record)
         self._producer.produce(
             TASK_COMMANDS.name, key=str(record.task_id), value=value, on_delivery=delivered
         )
-        await done
+        return delivery
 
     def close(self) -> None:
         self._producer.flush(10)
@@ -71,12 +99,8 @@ class CommandSender:
         self._producer.close()
 
 
-def _settle(future: asyncio.Future, error: Exception | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
+def _fail(future: asyncio.Future, error: Exception) -> None:
+    if not future.done():
         future.set_exception(error)
 
 

@@ -178,17 +178,21 @@ class Settled:
 
 
 async def settle(request: web.Request, command: Any) -> Settled:
-    """Send a command and await its outcome."""
+    """Send a command and await its outcome (a 202 only once the broker has the command)."""
     app = request.app
     pending = app[OUTCOMES].expect(command.command_id)
     try:
-        await app[COMMANDS].send(command)
+        delivery = app[COMMANDS].send(command, pending)
+        outcome = await app[OUTCOMES].wait(
+            command.command_id, pending, app[SETTINGS].write_timeout_s
+        )
+        if outcome is None:
+            await delivery.wait()
     except CommandNotSent as exc:
         raise web.HTTPServiceUnavailable(
             text=json.dumps({"detail": f"broker unavailable: {exc}"}),
             content_type="application/json",
         ) from None
-    outcome = await app[OUTCOMES].wait(command.command_id, pending, app[SETTINGS].write_timeout_s)
     if outcome is None:
         return Settled(
             web.json_response(

@@ -1,0 +1,58 @@
+"""A write the pipeline cannot apply within the bound answers 202 with where to look, and the
+command is applied once the processors run; a command the broker refuses answers 503."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from api.commands import CommandNotSent, CommandSender
+from streams.records import CreateTask
+from streams.schemas import load_catalog
+from streams.serde import AvroSerde
+from tests.integration.conftest import run_members, serve_api, settings_for, wait_status
+from tests.unit.conftest import make_sample
+from tests.unit.streams.test_serde import MemoryRegistry
+
+
+def test_a_write_past_the_bound_answers_202_and_lands_later(bootstrap, database_url):
+    settings = settings_for(bootstrap, database_url, write_timeout_s=0.5)
+    with serve_api(settings) as api:  # no processors yet: nothing applies the command
+        body = {"task_type": "GENERATION", "prompt": "later", "provider_type": "echo"}
+        status, headers, content = api.call_raw(
+            "POST",
+            "/api/v1/tasks/",
+            json.dumps(body).encode(),
+            api.admin_token,
+            {"Content-Type": "application/json"},
+        )
+        accepted = json.loads(content)
+        assert status == 202 and accepted["detail"] == "accepted; still being applied"
+        location = headers["Location"]
+        assert location == f"/api/v1/tasks/{accepted['task_id']}"
+        assert api.call("GET", location, token=api.admin_token)[0] == 404
+        with run_members(api):
+            deadline = time.monotonic() + 30
+            while api.call("GET", location, token=api.admin_token)[0] == 404:
+                assert time.monotonic() < deadline, "the accepted command was never applied"
+                time.sleep(0.1)
+            done = wait_status(api, accepted["task_id"], {"COMPLETED"})
+        assert done["prompt"] == "later"
+
+
+async def test_a_command_the_broker_refuses_fails_its_awaited_outcome():
+    serde = AvroSerde(MemoryRegistry(), load_catalog())
+    sender = CommandSender("127.0.0.1:1", serde, **{"message.timeout.ms": 300})
+    try:
+        outcome = asyncio.get_running_loop().create_future()
+        delivery = sender.send(make_sample(CreateTask), outcome)
+        with pytest.raises(CommandNotSent):
+            await asyncio.wait_for(outcome, 10)
+        with pytest.raises(CommandNotSent):
+            await delivery.wait()
+        assert not delivery.acknowledged
+    finally:
+        await asyncio.to_thread(sender.close)
