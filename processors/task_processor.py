@@ -74,7 +74,7 @@ GROUP = "taskstream.processors.tasks"
 PUBLISH_COUNTS_EVERY_S = 0.5  # how long a partition's counter changes may wait unpublished
 OutboxRow = tuple[int, int, str, str, bytes]  # outbox id, partition, topic, key, value
 INPUTS = (TASK_COMMANDS, INFERENCE_STATUS, TRAINING_STATUS)
-KNOWN_STATES = 20_000  # per member; the tasks written least recently are read again if needed
+KNOWN_STATES = 5_000  # per member; the tasks written least recently are read again if needed
 
 
 class KnownStates:
