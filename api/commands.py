@@ -4,10 +4,10 @@
 thread polls the producer for acknowledgements). A request then awaits the command's
 outcome: its notification comes after the broker's acknowledgement anyway, so a delivered
 command costs the event loop no wake-up of its own; a refused one fails the awaited outcome
-with `CommandNotSent`. `OutcomeWaiter` listens on Postgres channel `command_outcomes`, where the task processor
-NOTIFYs `<command id> <outcome>[ <task row as JSON>]` in the same transaction that applies
-it, so when a waiter wakes the task row already shows the command's effect, and usually
-comes with it; only a rejection's reason is read from the table.
+with `CommandNotSent`. `OutcomeWaiter` listens on Postgres channel `command_outcomes`, where
+the task processor NOTIFYs `<command id> <outcome>[ <task row as JSON>]` in the same
+transaction that applies it, so when a waiter wakes the task row already shows the command's
+effect, and usually comes with it; only a rejection's reason is read from the table.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ job.
 The task processor publishes every CANCELLED `TaskStatusEvent` there as well as on
 `tasks.events`, so a worker reads a record per cancellation instead of sifting every task
 event. The watch follows every partition from the end (only what happens from now on) and
-remembers the most recent cancelled task ids (bounded). The task processor drops any report that arrives after
-CANCELLED, so a cancellation this reader misses costs work, never correctness.
+remembers the most recent cancelled task ids (bounded). The task processor drops any report
+that arrives after CANCELLED, so a cancellation this reader misses costs work, never
+correctness.
 """
 
 from __future__ import annotations

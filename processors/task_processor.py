@@ -2,25 +2,26 @@
 
 Consumes `tasks.commands` and the workers' status topics (co-partitioned by task id, range
 assignor, so one member owns all of a task's messages). For each consumed batch it takes the
-tasks' states, applies `task_machine.handle` to every message in order, and writes in one statement
-(one round trip, one transaction) the new states, the command outcomes (with NOTIFY for the
-API), the consumed offsets, an outbox of the events and jobs to publish, and each partition's
-pending change to the task counters (see `task_counts`), which a batch about twice a second
-moves into the outbox as one `TaskCountsDelta` for the stream tables. The write first locks
-the batch's partition ownership rows and checks their epochs: a member that lost a partition
-(a zombie) writes nothing, and as only a partition's owner writes its tasks, the plain read
-before is as good as a locked one.
+tasks' states, applies `task_machine.handle` to every message in order, and writes in one
+statement (one round trip, one transaction) the new states, the command outcomes (with
+NOTIFY for the API), the consumed offsets, an outbox of the events and jobs to publish, and
+each partition's pending change to the task counters (see `task_counts`), which a batch
+about twice a second moves into the outbox as one `TaskCountsDelta` for the stream tables.
+The write first locks the batch's partition ownership rows and checks their epochs: a member
+that lost a partition (a zombie) writes nothing, and as only a partition's owner writes its
+tasks, the plain read before is as good as a locked one.
 
 The states come from what the member itself wrote (`KnownStates`): as the single writer of
 its partitions it knows them without asking Postgres, so a batch reads only tasks it has not
 seen, and a create of an unseen id is decided as new and written on the condition that no
 such task exists (if one does, the write does nothing and the batch is decided again with it
 read). Under steady load a batch is then one round trip: its write.
-A CANCELLED `TaskStatusEvent` also goes to `tasks.cancellations`, the
-workers' cancellation watch. After commit the outbox rows are produced without waiting; each acknowledged row is deleted
+
+After commit the outbox rows are produced without waiting; each acknowledged row is deleted
 by the next batch's write, and a delivery failure stops the member. Leftovers from a crash
 are published when the partition is next assigned, so every row is published at least
-once, in order.
+once, in order. A CANCELLED `TaskStatusEvent` also goes to `tasks.cancellations`, which the
+workers' cancellation watches follow instead of every task event.
 
 A crash at any point therefore loses nothing and applies nothing twice: state and offsets
 commit together, and a record published twice carries the same ids and versions.

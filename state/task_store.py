@@ -39,18 +39,19 @@ _SELECT = sql.SQL("SELECT id, {cols} FROM tasks WHERE id = ANY(%b)").format(cols
 
 # A batch's whole write is one statement, so one round trip and its own transaction.
 # `owners` locks the batch's partition ownership rows first (every write below waits on
-# `go`, which reads it), so a new owner cannot claim a partition until the batch commits;
-# if any partition belongs to another epoch now, nothing is written and the fenced partitions
+# `go`, which reads it), so a new owner cannot claim a partition until the batch commits; if
+# any partition belongs to another epoch now, nothing is written and the fenced partitions
 # come back. Likewise when a task the batch took for new (`absent`: a create of an id its
-# member had not seen, decided without a read) exists after all: nothing is written and those
-# ids come back, to be read and decided again. Task rows travel as one JSON array that Postgres turns into typed records
-# (jsonb_populate_recordset) instead of a parameter per column per row. A stored verdict
-# wakes the API waiters (pg_notify, delivered on commit) with `<command_id> <outcome>` and,
-# when the batch saved the task, ` <the task's READ_COLUMNS as JSON>`, so a waiter answers
-# without reading the row back; a replayed verdict is neither stored nor sent again. Outbox
-# ids come from a sequence drawn in insertion order, which ORDER BY n fixes. The arrays go in
-# binary (`%(...)b`): psycopg's text form escapes every element in Python, which cost ~0.6 ms
-# a batch (bytea values most of it, hex-escaped and then quoted) against ~0.1 ms in binary.
+# member had not seen, decided without a read) exists after all: nothing is written and
+# those ids come back, to be read and decided again. Task rows travel as one JSON array that
+# Postgres turns into typed records (jsonb_populate_recordset) instead of a parameter per
+# column per row. A stored verdict wakes the API waiters (pg_notify, delivered on commit)
+# with `<command_id> <outcome>` and, when the batch saved the task, ` <the task's
+# READ_COLUMNS as JSON>`, so a waiter answers without reading the row back; a replayed
+# verdict is neither stored nor sent again. Outbox ids come from a sequence drawn in
+# insertion order, which ORDER BY n fixes. The arrays go in binary (`%(...)b`): psycopg's
+# text form escapes every element in Python, which cost ~0.6 ms a batch (bytea values most
+# of it, hex-escaped and then quoted) against ~0.1 ms in binary.
 _APPLY = (
     sql.SQL(
         """
