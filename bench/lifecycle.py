@@ -128,11 +128,17 @@ class SpeedGauge:
         return statistics.median(self._samples) * 1000 if self._samples else float("nan")
 
 
+def scratch_topic(bootstrap: str, purpose: str, partitions: int) -> str:
+    """A new topic `bench.<purpose>.<random>` for the benchmark's own records."""
+    topic = f"bench.{purpose}.{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future it returns
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result()
+    return topic
+
+
 def baseline(bootstrap: str, n: int) -> float:
     """Records/s for produce + consume-in-a-group of n records on the same broker."""
-    topic = f"bench.baseline.{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future it returns
-    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result()
+    topic = scratch_topic(bootstrap, "baseline", 6)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -190,10 +196,7 @@ def payload(instance: str) -> dict:
 def warm_up(producer: RecordProducer, bootstrap: str) -> None:
     """Deliver one record through `producer` (to a scratch topic), so that its connection and
     idempotent producer id are in place before anything is timed."""
-    topic = f"bench.warmup.{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
-    producer.send_raw(topic, None, b"warm-up")
+    producer.send_raw(scratch_topic(bootstrap, "warmup", 1), None, b"warm-up")
     producer.flush()
 
 

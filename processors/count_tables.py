@@ -6,10 +6,10 @@ batches' changes, so this app handles a few records a second rather than several
 An agent applies each delta to the `task-counts` table, keyed `<partition>|<group>`; every
 value carries the source offsets applied to it, so a delta read twice (after a crash of
 either side) is counted once, per key, even when a crash fell between the writes of one
-delta's keys. Hours of created_minute buckets older than
-the 24 h window are deleted as the partition's next delta passes by. Every second the
-counters of each changed partition are published as a `TaskCountsSnapshot` to the compacted
-`monitoring.stats` topic, where any number of API instances read and sum them.
+delta's keys. Hours of created_minute buckets older than the 24 h window are deleted as the
+partition's next delta passes by. Every second the counters of each changed partition are
+published as a `TaskCountsSnapshot` to the compacted `monitoring.stats` topic, where any
+number of API instances read and sum them.
 
 (Two earlier versions counted every task event here: one kept counters in a second table,
 whose two changelog writes per event were not atomic, so a kill between them lost counts;

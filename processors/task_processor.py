@@ -75,12 +75,12 @@ GROUP = "taskstream.processors.tasks"
 PUBLISH_COUNTS_EVERY_S = 0.5  # how long a partition's counter changes may wait unpublished
 OutboxRow = tuple[int, int, str, str, bytes]  # outbox id, partition, topic, key, value
 INPUTS = (TASK_COMMANDS, INFERENCE_STATUS, TRAINING_STATUS)
-KNOWN_STATES = 5_000  # per member; the tasks written least recently are read again if needed
+KNOWN_STATES = 5_000  # per member; tasks no batch touched for longest are read again if needed
 
 
 class KnownStates:
     """The tasks' states as this member last wrote or read them, for the partitions it owns:
-    at most `limit`, the least recently written dropped first."""
+    at most `limit`, those no batch touched for longest dropped first."""
 
     def __init__(self, limit: int = KNOWN_STATES) -> None:
         self._limit = limit

@@ -14,8 +14,7 @@ from streams.records import CreateTask
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
 from tests.integration.conftest import run_members, serve_api, settings_for, wait_status
-from tests.unit.conftest import make_sample
-from tests.unit.streams.test_serde import MemoryRegistry
+from tests.unit.conftest import MemoryRegistry, make_sample
 
 
 def test_a_write_past_the_bound_answers_202_and_lands_later(bootstrap, database_url):

@@ -1,4 +1,5 @@
-"""Helpers for unit tests: sample records built from the models themselves."""
+"""Helpers for unit tests: sample records built from the models themselves, and an
+in-memory schema registry."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from streams.records import Record
+from streams.registry import RegistryError
 
 
 def _sample(annotation: Any, name: str) -> Any:
@@ -44,3 +46,23 @@ def make_sample(model: type[Record], **overrides: Any) -> Record:
 @pytest.fixture
 def sample_record():
     return make_sample
+
+
+class MemoryRegistry:
+    """The SchemaRegistry protocol over two dicts (the real ones have contract tests)."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, str] = {}
+        self.subjects: dict[str, list[int]] = {}
+
+    def register(self, subject: str, schema: str) -> int:
+        existing = [i for i, text in self.by_id.items() if text == schema]
+        schema_id = existing[0] if existing else len(self.by_id) + 1
+        self.by_id[schema_id] = schema
+        self.subjects.setdefault(subject, []).append(schema_id)
+        return schema_id
+
+    def schema_by_id(self, schema_id: int) -> str:
+        if schema_id not in self.by_id:
+            raise RegistryError(f"no schema {schema_id}")
+        return self.by_id[schema_id]

@@ -11,30 +11,9 @@ import fastavro
 import pytest
 
 from streams.records import RECORD_TYPES, TaskStatus, WorkerReport
-from streams.registry import RegistryError
 from streams.schemas import SchemaCatalog, load_catalog
 from streams.serde import AvroSerde, SerializationError
-from tests.unit.conftest import make_sample
-
-
-class MemoryRegistry:
-    """The SchemaRegistry protocol over two dicts (the real ones have contract tests)."""
-
-    def __init__(self) -> None:
-        self.by_id: dict[int, str] = {}
-        self.subjects: dict[str, list[int]] = {}
-
-    def register(self, subject: str, schema: str) -> int:
-        existing = [i for i, text in self.by_id.items() if text == schema]
-        schema_id = existing[0] if existing else len(self.by_id) + 1
-        self.by_id[schema_id] = schema
-        self.subjects.setdefault(subject, []).append(schema_id)
-        return schema_id
-
-    def schema_by_id(self, schema_id: int) -> str:
-        if schema_id not in self.by_id:
-            raise RegistryError(f"no schema {schema_id}")
-        return self.by_id[schema_id]
+from tests.unit.conftest import MemoryRegistry, make_sample
 
 
 @pytest.fixture
