@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 
 from taskstream.settings import Settings
 
@@ -22,11 +24,32 @@ def _logging(settings: Settings, role: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _stop_on_signals() -> threading.Event:
+# A stopping service ends within this many seconds, drained or not. Its drains wait on the
+# broker, and a SIGKILLed supervisor takes the embedded broker down with it: the orphans'
+# drains would wait out every client timeout (40 s and more). Below the supervisor's own
+# 15 s, so its kill stays a backstop.
+SHUTDOWN_DEADLINE_S = 12.0
+
+
+def _stop_on_signals(deadline_s: float = SHUTDOWN_DEADLINE_S) -> threading.Event:
+    """An event that SIGINT or SIGTERM sets. However it is set (a signal, or a failed member
+    stopping its process), the process exits `deadline_s` later if it is still stopping."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(
+        target=_exit_late, args=(stop, deadline_s), name="shutdown-deadline", daemon=True
+    ).start()
     return stop
+
+
+def _exit_late(stop: threading.Event, deadline_s: float) -> None:
+    stop.wait()
+    time.sleep(deadline_s)  # a daemon thread: a process that stopped in time never wakes it
+    logging.getLogger(__name__).error(
+        "still stopping %.0fs after the stop; exiting without finishing", deadline_s
+    )
+    os._exit(1)
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
