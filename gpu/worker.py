@@ -292,10 +292,11 @@ def create_worker(
         runner,
         producer,
         settings.kafka_session_timeout_ms,
-        # training jobs run for minutes: polling for them every 200 ms spares the broker
-        settings.kafka_fetch_wait_ms
-        if kind == WorkerKind.INFERENCE
-        else settings.kafka_watch_fetch_wait_ms,
+        # Jobs are downstream of every API answer, and wait on nothing shorter: a job starts
+        # up to one fetch wait later, and a worker with nothing to do spares the broker an
+        # idle fetch every 20 ms. Under load, 6 interleaved bench pairs: the worker's and
+        # tansu's CPU per task ~0.19 ms (~6%) lower.
+        settings.kafka_watch_fetch_wait_ms,
         max_batch=max_batch,
     )
     return MemberProcess(

@@ -50,8 +50,9 @@ class Settings(BaseSettings):
     # The embedded broker answers a waiting fetch only when fetch.wait.max.ms runs out (new
     # data does not wake it): measured 202 ms per hop at Kafka's 500 ms default, 2 ms at 10-20.
     kafka_fetch_wait_ms: int = Field(20, ge=1, le=500)
-    # The same for readers off the hot path (cancellation watches, heartbeats, stream-table
-    # snapshots): each idle fetch costs the broker CPU, and these tolerate 200 ms.
+    # The same for readers off the hot path (workers' job fetches, cancellation watches,
+    # heartbeats, stream-table snapshots): each idle fetch costs the broker CPU, and these
+    # tolerate 200 ms.
     kafka_watch_fetch_wait_ms: int = Field(200, ge=1, le=1000)
     # tansu 0.6 reports a partition's high watermark as the last batch's base offset + 1, so
     # readers that stop at the watermark (faust's changelog recovery) miss the tail of a
