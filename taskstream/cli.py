@@ -26,8 +26,8 @@ def _logging(settings: Settings, role: str) -> None:
 
 # A stopping service ends within this many seconds, drained or not. Its drains wait on the
 # broker, and a SIGKILLed supervisor takes the embedded broker down with it: the orphans'
-# drains would wait out every client timeout (40 s and more). Below the supervisor's own
-# 15 s, so its kill stays a backstop.
+# drains would wait out every client timeout (40 s and more). `taskstream up` gives its
+# children a little longer before it kills them (`stack.CHILD_STOP_TIMEOUT_S`).
 SHUTDOWN_DEADLINE_S = 12.0
 
 

@@ -34,7 +34,8 @@ def die_with_parent(sig: int = signal.SIGTERM):
     """A `preexec_fn` that makes the child receive `sig` when its parent dies (Linux).
 
     A parent that dies between the fork and the `prctl` would never deliver it, so the child
-    then signals itself.
+    then exits before it runs anything. (It cannot signal itself: until `exec` it still
+    carries the parent's Python handlers, which would only set a flag.)
     """
     parent = os.getpid()
 
@@ -42,7 +43,7 @@ def die_with_parent(sig: int = signal.SIGTERM):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
         if os.getppid() != parent:
-            os.kill(os.getpid(), sig)
+            os._exit(1)
 
     return _set
 

@@ -28,6 +28,7 @@ from api.auth import new_token
 from state.db import Database
 from state.migrations import migrate
 from streams.admin import ensure_topics
+from taskstream.cli import SHUTDOWN_DEADLINE_S
 from taskstream.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
@@ -41,7 +42,9 @@ logger = logging.getLogger(__name__)
 
 MAX_RESTARTS = 5
 HEALTH_TIMEOUT_S = 180.0
-CHILD_STOP_TIMEOUT_S = 15.0
+# Children end themselves within their shutdown deadline; the supervisor's kill after this
+# is only a backstop.
+CHILD_STOP_TIMEOUT_S = SHUTDOWN_DEADLINE_S + 3.0
 
 
 @dataclass
