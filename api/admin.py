@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from api.auth import new_token
 from api.keys import TOKENS
 from api.openapi import documented
+from api.responses import json_response
 from api.tasks import parse_body, require_admin
 
 routes = web.RouteTableDef()
@@ -35,4 +36,4 @@ async def issue_token(request: web.Request) -> web.Response:
     body: TokenRequest = await parse_body(request, TokenRequest)
     token = new_token()
     await request.app[TOKENS].ensure(token, body.role, body.tenant, body.label)
-    return web.json_response({"token": token, "tenant": body.tenant, "role": body.role}, status=201)
+    return json_response({"token": token, "tenant": body.tenant, "role": body.role}, status=201)

@@ -38,6 +38,7 @@ from api.keys import (
 from api.loras import routes as lora_routes
 from api.monitoring import routes as monitoring_routes
 from api.openapi import DOCS_PAGE, build_spec
+from api.responses import json_response
 from api.schema_registry import create_registry_app
 from api.signing import UrlSigner
 from api.storage import routes as storage_routes
@@ -66,7 +67,7 @@ PUBLIC_PREFIXES = ("/docs/static/",)
 
 
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"detail": detail}, status=status, headers=headers)
+    return json_response({"detail": detail}, status=status, headers=headers)
 
 
 @web.middleware
@@ -187,7 +188,7 @@ async def _openapi(app: web.Application) -> AsyncIterator[None]:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(request.app[OPENAPI])
+    return json_response(request.app[OPENAPI])
 
 
 async def docs_page(request: web.Request) -> web.Response:

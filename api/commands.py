@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from state.db import AsyncDatabase
 from streams.records import Record
 from streams.serde import AvroSerde
 from streams.topics import TASK_COMMANDS
+from taskstream import jsonio
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def parse_notification(payload: str) -> tuple[str, str, dict[str, Any] | None]:
     """(command id, outcome, task row or None) of a `command_outcomes` payload."""
     command_id, _, rest = payload.partition(" ")
     outcome, _, row = rest.partition(" ")
-    return command_id, outcome, row_from_json(json.loads(row)) if row else None
+    return command_id, outcome, row_from_json(jsonio.loads(row)) if row else None
 
 
 class OutcomeWaiter:

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from api.keys import DB, EXTERNAL_REGISTRY, HEARTBEATS, REGISTRY_STORE, SERDE, SETTINGS
 from api.openapi import documented
+from api.responses import json_response
 from streams.admin import broker_ready
 from streams.records import WorkerRole
 
@@ -68,7 +69,7 @@ async def health(request: web.Request) -> web.Response:
             bool(members), f"{len(members)} ready" if members else "no ready member"
         )
     ok = all(c["status"] == "ok" for c in components.values())
-    return web.json_response(
+    return json_response(
         {"status": "ok" if ok else "unavailable", "components": components},
         status=200 if ok else 503,
     )

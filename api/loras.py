@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from api.keys import SETTINGS
 from api.openapi import documented
+from api.responses import json_response
 from api.tasks import parse_body, problem, require_admin
 
 routes = web.RouteTableDef()
@@ -187,7 +188,7 @@ async def upload_lora(request: web.Request) -> web.Response:
     (default true: a taken name gets a `_v2` suffix; false: 409)."""
     body = await _upload(request, ENTITY_TYPES)
     body.pop("entity_type")
-    return web.json_response(body, status=201)
+    return json_response(body, status=201)
 
 
 @routes.post("/api/v1/admin/lora/upload")
@@ -195,7 +196,7 @@ async def upload_lora(request: web.Request) -> web.Response:
 async def admin_upload_lora(request: web.Request) -> web.Response:
     """As `/api/v1/lora/upload`, for admins, and `faces` is an entity type too."""
     require_admin(request)
-    return web.json_response(await _upload(request, ADMIN_ENTITY_TYPES), status=201)
+    return json_response(await _upload(request, ADMIN_ENTITY_TYPES), status=201)
 
 
 def _lora_path(root: Path, partial: str) -> Path:
@@ -228,7 +229,7 @@ async def admin_delete_lora(request: web.Request) -> web.Response:
         )
     with contextlib.suppress(FileNotFoundError):
         await asyncio.to_thread(os.replace, source, binned)
-        return web.json_response(
+        return json_response(
             {
                 "deleted": True,
                 "full_path": str(source),

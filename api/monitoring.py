@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from api.keys import TASK_COUNTS, TASK_READER
 from api.openapi import documented
+from api.responses import json_response
 from api.storage import signed_url
 from api.task_models import TaskType
 from api.task_queries import SORTABLE, TaskFilter, public
@@ -121,7 +122,7 @@ async def get_monitoring_stats(request: web.Request) -> web.Response:
     q: StatsQuery = parse_query(request, StatsQuery)
     snapshots = [s.counts for s in request.app[TASK_COUNTS].values()]
     stats = aggregate(snapshots, scope_of(q.origin_instance, q.origin_zone), datetime.now(UTC))
-    return web.json_response(AggregateStats(**stats).model_dump(mode="json"))
+    return json_response(AggregateStats(**stats).model_dump(mode="json"))
 
 
 def _duration_ms(row: dict[str, Any]) -> float | None:
@@ -160,7 +161,7 @@ async def list_monitored_tasks(request: web.Request) -> web.Response:
     tenant = scope(request)
     if tenant is not None and q.origin_tenant_id not in (None, tenant):
         body = TaskListResponse(items=[], total=0, page=q.page, page_size=q.page_size, pages=0)
-        return web.json_response(body.model_dump(mode="json"))
+        return json_response(body.model_dump(mode="json"))
     f = TaskFilter(
         status=q.status,
         task_type=q.task_type,
@@ -185,7 +186,7 @@ async def list_monitored_tasks(request: web.Request) -> web.Response:
         page_size=q.page_size,
         pages=math.ceil(total / q.page_size),
     )
-    return web.json_response(body.model_dump(mode="json"))
+    return json_response(body.model_dump(mode="json"))
 
 
 @routes.get("/api/v1/monitoring/tasks/{task_id}")
@@ -211,7 +212,7 @@ async def get_monitored_task(request: web.Request) -> web.Response:
         },
         task_data={k: v for k, v in shown.items() if k not in TaskDetailResponse.model_fields},
     )
-    return web.json_response(detail.model_dump(mode="json"))
+    return json_response(detail.model_dump(mode="json"))
 
 
 class MediaItem(BaseModel):
@@ -274,4 +275,4 @@ async def get_task_media(request: web.Request) -> web.Response:
     outputs = [m for n in MEDIA_OUTPUTS if (m := _media(n, task.get(n), request)) is not None]
     inputs = list({(m.name, m.path): m for m in inputs}.values())  # aliases name one image twice
     body = TaskMediaResponse(task_id=task["id"], inputs=inputs, outputs=outputs)
-    return web.json_response(body.model_dump(mode="json"))
+    return json_response(body.model_dump(mode="json"))

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from api.keys import SIGNER, STORAGE, TASK_READER
 from api.openapi import documented
+from api.responses import json_response
 from api.tasks import parse_query, problem, scope
 from state.storage import KIND_FOLDERS, BadKey, NotFound, ObjectInfo, safe_key
 
@@ -124,7 +125,7 @@ async def list_images(request: web.Request) -> web.Response:
     if tenant is not None:  # a user lists its upload area only; task files come via tasks
         own = f"uploads/{tenant}/"
         if not (prefix.startswith(own) or own.startswith(prefix)):
-            return web.json_response({"images": [], "count": 0})
+            return json_response({"images": [], "count": 0})
         prefix = max(prefix, own, key=len)
     store = request.app[STORAGE]
     try:
@@ -132,7 +133,7 @@ async def list_images(request: web.Request) -> web.Response:
     except BadKey as exc:
         raise problem(web.HTTPBadRequest, str(exc)) from None
     images = [describe(i) for i in found]
-    return web.json_response({"images": images, "count": len(images)})
+    return json_response({"images": images, "count": len(images)})
 
 
 @routes.get(PREFIX + "/{path:.+}", allow_head=False)
@@ -177,7 +178,7 @@ async def save_image(request: web.Request) -> web.Response:
         info = await asyncio.to_thread(request.app[STORAGE].put, key, data)
     except BadKey as exc:
         raise problem(web.HTTPBadRequest, str(exc)) from None
-    return web.json_response(describe(info), status=201)
+    return json_response(describe(info), status=201)
 
 
 @routes.delete(PREFIX + "/{path:.+}")
@@ -185,4 +186,4 @@ async def save_image(request: web.Request) -> web.Response:
 async def delete_image(request: web.Request) -> web.Response:
     key = await _key(request)
     await _existing(key, request.app[STORAGE].delete)
-    return web.json_response({"deleted": key})
+    return json_response({"deleted": key})

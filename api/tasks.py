@@ -24,6 +24,7 @@ from api.auth import Principal
 from api.commands import CommandNotSent
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
 from api.openapi import documented
+from api.responses import json_response
 from api.task_models import (
     CREATE_BODY,
     TASK_PUBLIC,
@@ -195,16 +196,14 @@ async def settle(request: web.Request, command: Any) -> Settled:
         ) from None
     if outcome is None:
         return Settled(
-            web.json_response(
+            json_response(
                 {"detail": "accepted; still being applied", "task_id": str(command.task_id)},
                 status=202,
                 headers={"Location": f"/api/v1/tasks/{command.task_id}"},
             )
         )
     if not outcome.applied:
-        return Settled(
-            web.json_response({"detail": outcome.reason}, status=outcome.status_code or 409)
-        )
+        return Settled(json_response({"detail": outcome.reason}, status=outcome.status_code or 409))
     return Settled(row=outcome.row)
 
 
@@ -216,7 +215,7 @@ async def execute(
     if settled.response is not None:
         return settled.response
     row = await read_task(request, command.task_id, task_type, settled.row)
-    return web.json_response(public(row))
+    return json_response(public(row))
 
 
 def creating_tenant(request: web.Request, origin_tenant_id: str | None) -> str | None:
@@ -270,9 +269,7 @@ async def list_generation_tasks(request: web.Request) -> web.Response:
 @routes.get("/api/v1/tasks/generation/{task_id}")
 @documented("Get Generation Task", "tasks", response=GenerationTaskPublic)
 async def get_generation_task(request: web.Request) -> web.Response:
-    return web.json_response(
-        public(await read_task(request, task_id_of(request), TaskType.GENERATION))
-    )
+    return json_response(public(await read_task(request, task_id_of(request), TaskType.GENERATION)))
 
 
 @routes.put("/api/v1/tasks/generation/{task_id}")
@@ -333,7 +330,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 @routes.get("/api/v1/tasks/{task_id}")
 @documented("Get Task", "tasks", response=TASK_PUBLIC)
 async def get_task(request: web.Request) -> web.Response:
-    return web.json_response(public(await read_task(request, task_id_of(request))))
+    return json_response(public(await read_task(request, task_id_of(request))))
 
 
 @routes.put("/api/v1/tasks/{task_id}")
@@ -354,7 +351,7 @@ async def delete_task(request: web.Request) -> web.Response:
     if settled.response is not None:
         return settled.response
     await _remove_files(request, row)
-    return web.json_response(public(row))
+    return json_response(public(row))
 
 
 @routes.post("/api/v1/tasks/{task_id}/cleanup")
@@ -366,7 +363,7 @@ async def cleanup_task(request: web.Request) -> web.Response:
     if settled.response is not None:
         return settled.response
     await _remove_files(request, row)
-    return web.json_response(public(await read_task(request, task_id, known=settled.row)))
+    return json_response(public(await read_task(request, task_id, known=settled.row)))
 
 
 async def _remove_files(request: web.Request, row: dict) -> None:
@@ -390,7 +387,7 @@ async def _update(
 ) -> web.Response:
     changes = body.model_dump(mode="json", exclude_unset=True)
     if not changes:
-        return web.json_response(public(await read_task(request, task_id, task_type)))
+        return json_response(public(await read_task(request, task_id, task_type)))
     command = UpdateTask(
         **command_head(request, task_id), changes_json=json.dumps(changes, sort_keys=True)
     )
@@ -401,7 +398,7 @@ async def _list(request: web.Request, task_type: TaskType | None) -> web.Respons
     q: ListQuery = parse_query(request, ListQuery)
     tenant = scope(request)
     if tenant is not None and q.origin_tenant_id not in (None, tenant):
-        return web.json_response([])  # another tenant's tasks do not exist for this caller
+        return json_response([])  # another tenant's tasks do not exist for this caller
     f = TaskFilter(
         status=q.status,
         task_type=task_type or q.task_type,
@@ -413,4 +410,4 @@ async def _list(request: web.Request, task_type: TaskType | None) -> web.Respons
         include_deleted=q.include_deleted,
     )
     rows = await request.app[TASK_READER].list(f, q.skip, q.limit)
-    return web.json_response([public(r) for r in rows])
+    return json_response([public(r) for r in rows])

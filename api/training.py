@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from api.keys import TASK_READER
 from api.openapi import documented
+from api.responses import json_response
 from api.task_queries import TaskFilter
 from api.tasks import (
     command_head,
@@ -81,7 +82,7 @@ async def _answer(request: web.Request, command: Any) -> web.Response:
     if settled.response is not None:
         return settled.response
     row = await read_task(request, command.task_id, TRAINING_TASK_TYPE, settled.row)
-    return web.json_response(training_view(row))
+    return json_response(training_view(row))
 
 
 @routes.post("/api/v1/training/")
@@ -114,14 +115,14 @@ async def list_training(request: web.Request) -> web.Response:
     rows = await request.app[TASK_READER].list(
         TaskFilter(task_type=TRAINING_TASK_TYPE, tenant=scope(request)), q.skip, q.limit
     )
-    return web.json_response([training_view(r) for r in rows])
+    return json_response([training_view(r) for r in rows])
 
 
 @routes.get("/api/v1/training/{task_id}")
 @documented("Get Training Status", "training", response=TrainingTask)
 async def get_training(request: web.Request) -> web.Response:
     row = await read_task(request, task_id_of(request), TRAINING_TASK_TYPE)
-    return web.json_response(training_view(row))
+    return json_response(training_view(row))
 
 
 @routes.post("/api/v1/training/{task_id}/cancel")

@@ -20,6 +20,7 @@ step, ETA, logs) that are merged into the task's fields, and each report is anno
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field, replace
@@ -76,7 +77,10 @@ def derived_id(cause: UUID, what: str) -> UUID:
     return uuid.uuid5(_NAMESPACE, f"{cause}:{what}")
 
 
+@functools.lru_cache(maxsize=8192)
 def job_id(task_id: UUID, attempt: int) -> UUID:
+    """The id of a task's job for one attempt, which every status event of the attempt also
+    carries (`backend_prediction_id`): cached, as a uuid5 costs a SHA-1."""
     return derived_id(task_id, f"job-{attempt}")
 
 

@@ -7,7 +7,6 @@ values always passed as parameters.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +20,7 @@ from processors.task_counts import PendingCounts
 from processors.task_machine import TaskState
 from state.db import Database
 from streams.records import CommandOutcome, ErrorCategory, TaskStatus
+from taskstream import jsonio
 
 COLUMNS: tuple[str, ...] = tuple(f for f in TaskState.__dataclass_fields__ if f != "task_id")
 _COLS = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
@@ -201,11 +201,11 @@ def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
         "epochs": list(batch.epochs.values()),
         "published": list(batch.published),
         "absent": list(batch.absent),
-        "tasks": json.dumps(
+        "tasks": jsonio.dumps(
             [{**vars(state), "id": state.task_id} for state in batch.saved], default=_json_scalar
         ),
         "deleted": list(batch.deleted),
-        "pending": json.dumps(
+        "pending": jsonio.dumps(
             [
                 {"partition": p, "deltas": c.deltas, "source_offsets": c.source_offsets}
                 for p, c in batch.pending.items()

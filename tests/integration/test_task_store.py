@@ -15,7 +15,7 @@ from processors.task_counts import PendingCounts
 from processors.task_machine import TaskState
 from state import offsets, task_store
 from state.task_store import NOTIFY_ROW_BYTES, READ_COLUMNS, BatchWrite
-from streams.records import CommandOutcome, CommandOutcomeKind, TaskStatus
+from streams.records import CommandOutcome, CommandOutcomeKind, ErrorCategory, TaskStatus
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 GROUP = "g"
@@ -130,6 +130,28 @@ def test_a_task_too_big_to_notify_is_left_to_a_read(db, database_url):
         notes = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
     assert notes == [f"{command_id} APPLIED"]
     assert read_row(db, task.task_id)["fields"] == task.fields
+
+
+def test_every_json_value_a_task_may_hold_round_trips(db):
+    """Task rows travel to Postgres as one JSON array: orjson's, or `json`'s for the values
+    orjson refuses (integers beyond 64 bits), so no batch fails on what a client sent."""
+    epoch = claim(db, 0)
+    later = datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    plain = state(
+        status=TaskStatus.FAILED,
+        started_at=later,
+        completed_at=later,
+        error_message='line one\nline "two" \u00fc',
+        error_category=ErrorCategory.PROVIDER,
+        fields={
+            "prompt": "\u00fcn\u00efc\u00f8de \U0001f600",
+            "nested": {"a": [1, 2.5, None, True]},
+        },
+    )
+    huge = state(fields={"seed": 2**70, "negative": -(2**64)})
+    for task in (plain, huge):
+        task_store.apply_batch(db, BatchWrite(group=GROUP, epochs={0: epoch}, saved=[task]))
+        assert task_store.load(db, [task.task_id]) == {task.task_id: task}
 
 
 def test_a_member_that_lost_a_partition_writes_nothing(db):
