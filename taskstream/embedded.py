@@ -162,6 +162,11 @@ class EmbeddedPostgres:
             f"postgresql://{self.user}:{self._password()}@{self.host}:{self.port}/{self.database}"
         )
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs (its backends are its children)."""
+        return self._proc.pid if self._proc is not None else None
+
     def _password(self) -> str:
         return self._password_file.read_text().strip()
 
