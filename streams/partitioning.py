@@ -18,10 +18,13 @@ only loses the batching).
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 import zlib
 from collections.abc import Callable
+
+_DRAW = 8  # candidate ids per read of the OS's random source
 
 
 def partition_for(key: str | bytes, partitions: int) -> int:
@@ -52,9 +55,19 @@ class StickyTaskIds:
         return self._order[int(self._clock() / self._slot_s) % self._partitions]
 
     def new(self) -> uuid.UUID:
-        """A random (version 4) UUID whose string form lands in the current slot's partition."""
+        """A random (version 4) UUID whose string form lands in the current slot's partition.
+
+        1 in `partitions` draws hits. A draw is `uuid.uuid4()`'s 16 random bytes with the
+        version and variant bits set as it sets them, hashed in string form without building
+        a `UUID` (which cost ~7 us a draw, 41 us an id at 6 partitions; this 13-20 us)."""
         target = self.target()
-        while True:  # 1 in `partitions` draws hits: a few microseconds
-            candidate = uuid.uuid4()
-            if partition_for(str(candidate), self._partitions) == target:
-                return candidate
+        while True:
+            pool = os.urandom(_DRAW * 16)
+            for start in range(0, _DRAW * 16, 16):
+                raw = bytearray(pool[start : start + 16])
+                raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+                raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+                h = raw.hex()
+                text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+                if partition_for(text, self._partitions) == target:
+                    return uuid.UUID(bytes=bytes(raw))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 
 from streams.partitioning import StickyTaskIds, partition_for
@@ -16,7 +17,8 @@ def test_ids_of_one_slot_share_its_partition_and_slots_rotate_over_all():
         batch = [ids.new() for _ in range(20)]
         partitions = {partition_for(str(i), 6) for i in batch}
         assert partitions == {ids.target()}
-        assert all(i.version == 4 for i in batch) and len(set(batch)) == 20
+        assert all(i.version == 4 and i.variant == uuid.RFC_4122 for i in batch)
+        assert len(set(batch)) == 20
         seen[ids.target()] += 1
     assert seen == dict.fromkeys(range(6), 10)  # every partition gets an equal share
 
