@@ -132,6 +132,34 @@ def test_a_task_too_big_to_notify_is_left_to_a_read(db, database_url):
     assert read_row(db, task.task_id)["fields"] == task.fields
 
 
+def test_a_verdict_that_changes_no_task_is_stored_and_sent_without_a_row(db, database_url):
+    """A rejected command's batch has a verdict and nothing else (no state, no outbox)."""
+    epoch = claim(db, 1)
+    task = state()
+    command_id = uuid.uuid4()
+    rejected = CommandOutcome(
+        command_id=command_id,
+        task_id=task.task_id,
+        command_type="CancelTask",
+        outcome=CommandOutcomeKind.REJECTED,
+        reason="task is COMPLETED",
+        status_code=409,
+        timestamp=NOW,
+    )
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN command_outcomes")
+        written = task_store.apply_batch(
+            db, BatchWrite(group=GROUP, epochs={1: epoch}, outcomes=[rejected])
+        )
+        notes = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert (written.fenced, written.present, written.outbox_ids) == ([], [], [])
+    assert notes == [f"{command_id} REJECTED"]
+    assert rows(db, "SELECT outcome, reason, status_code FROM command_outcomes") == [
+        ("REJECTED", "task is COMPLETED", 409)
+    ]
+    assert rows(db, "SELECT count(*) FROM tasks") == [(0,)]
+
+
 def test_every_json_value_a_task_may_hold_round_trips(db):
     """Task rows travel to Postgres as one JSON array: orjson's, or `json`'s for the values
     orjson refuses (integers beyond 64 bits), so no batch fails on what a client sent."""
