@@ -76,6 +76,7 @@ _GO_UNFENCED_AND_ABSENT = """, present AS (
 _GO_UNFENCED = """, go AS (
     SELECT cardinality(partitions) = 0 AS ok FROM fenced
 )"""
+# Keyed by the `BatchWrite` field each part writes (`apply_batch` picks them by those names).
 _PARTS: dict[str, str] = {
     "published": """, cleared AS (
     DELETE FROM outbox WHERE id = ANY(%(published)b::bigint[]) AND (SELECT ok FROM go)
@@ -268,21 +269,7 @@ def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
             ("outbox_partitions", "outbox_topics", "outbox_keys", "outbox_values"), batch.outbox
         ),
     }
-    parts = frozenset(
-        name
-        for name, rows in (
-            ("absent", batch.absent),
-            ("published", batch.published),
-            ("saved", batch.saved),
-            ("deleted", batch.deleted),
-            ("outcomes", batch.outcomes),
-            ("offsets", batch.offsets),
-            ("pending", batch.pending),
-            ("flushed", batch.flushed),
-            ("outbox", batch.outbox),
-        )
-        if rows
-    )
+    parts = frozenset(name for name in ("absent", *_PARTS) if getattr(batch, name))
     ((fenced, present, ids, *_),) = db.execute(_statement(parts), params)
     return BatchWritten(fenced=list(fenced), present=list(present), outbox_ids=list(ids))
 
