@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -241,9 +240,7 @@ def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
         "epochs": list(batch.epochs.values()),
         "published": list(batch.published),
         "absent": list(batch.absent),
-        "tasks": jsonio.dumps(
-            [{**vars(state), "id": state.task_id} for state in batch.saved], default=_json_scalar
-        ),
+        "tasks": jsonio.dumps([{**vars(state), "id": state.task_id} for state in batch.saved]),
         "deleted": list(batch.deleted),
         "pending": jsonio.dumps(
             [
@@ -277,14 +274,6 @@ def apply_batch(db: Database, batch: BatchWrite) -> BatchWritten:
 def _columns(names: Sequence[str], rows: Sequence[Sequence]) -> dict[str, list]:
     """Rows as one list per column (what `unnest` takes), keyed by parameter name."""
     return {name: [row[i] for row in rows] for i, name in enumerate(names)}
-
-
-def _json_scalar(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not a task column type")
 
 
 def pending_outbox(

@@ -4,6 +4,9 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+import orjson
+import pytest
+
 from streams.records import TaskStatus
 from taskstream import jsonio
 
@@ -23,8 +26,14 @@ def test_what_orjson_writes_reads_back_as_json_would():
 def test_values_orjson_refuses_go_through_json():
     huge = {"seed": 2**70, 404: "int key"}
     assert json.loads(jsonio.dumps(huge)) == {"seed": 2**70, "404": "int key"}
-    marker = object()
-    assert (
-        jsonio.dumps([2**64, marker], default=lambda _: "default")
-        == '[18446744073709551616, "default"]'
+    # the fallback writes what orjson writes itself the same way
+    task_id = uuid.uuid4()
+    at = datetime(2026, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert jsonio.dumps([2**64, at, task_id]) == (
+        f'[18446744073709551616, "2026-06-01T12:00:00.123456+00:00", "{task_id}"]'
     )
+    assert orjson.dumps([at, task_id]).decode() == (
+        f'["2026-06-01T12:00:00.123456+00:00","{task_id}"]'
+    )
+    with pytest.raises(TypeError, match="object is not JSON serializable"):
+        jsonio.dumps([2**64, object()])
