@@ -193,6 +193,24 @@ def payload(instance: str) -> dict:
     }
 
 
+def create_body(instance: str) -> str:
+    """`payload(instance)` as the API writes a create's `payload_json`: canonical JSON."""
+    return json.dumps(payload(instance), sort_keys=True, separators=(",", ":"))
+
+
+def create_record(task_id: uuid.UUID, instance: str, body: str) -> CreateTask:
+    """The CreateTask a Kafka client produces for an echo task (`body`: `create_body`)."""
+    return CreateTask(
+        command_id=uuid.uuid4(),
+        task_id=task_id,
+        issued_at=datetime.now(UTC),
+        task_type="GENERATION",
+        payload_json=body,
+        provider_type="echo",
+        origin_instance=instance,
+    )
+
+
 def warm_up(producer: RecordProducer, bootstrap: str) -> None:
     """Deliver one record through `producer` (to a scratch topic), so that its connection and
     idempotent producer id are in place before anything is timed."""
@@ -205,25 +223,13 @@ async def via_kafka(info: dict, n: int) -> float:
     serde, registry = connect_serde(info["schema_registry_url"], f"admin:{info['admin_token']}")
     producer = RecordProducer(info["bootstrap_servers"], serde)
     warm_up(producer, info["bootstrap_servers"])
-    body = json.dumps(payload(instance), sort_keys=True)
+    body = create_body(instance)
     headers = {"Authorization": f"Bearer {info['admin_token']}"}
     async with aiohttp.ClientSession(headers=headers) as session:
         started = time.perf_counter()
         for _ in range(n):
             task_id = uuid.uuid4()
-            producer.send(
-                TASK_COMMANDS,
-                str(task_id),
-                CreateTask(
-                    command_id=uuid.uuid4(),
-                    task_id=task_id,
-                    issued_at=datetime.now(UTC),
-                    task_type="GENERATION",
-                    payload_json=body,
-                    provider_type="echo",
-                    origin_instance=instance,
-                ),
-            )
+            producer.send(TASK_COMMANDS, str(task_id), create_record(task_id, instance, body))
         producer.flush()
         finished = await wait_all_completed(session, info["api_url"], instance, n, timeout=600)
     producer.close()

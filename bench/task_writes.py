@@ -20,7 +20,6 @@ machine noise than bench/lifecycle.py: one thread, no HTTP, no consumers.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -34,6 +33,8 @@ from confluent_kafka import Message, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lifecycle import create_body, create_record  # noqa: E402  (bench/ is on sys.path)
+
 from processors.task_machine import job_id  # noqa: E402
 from processors.task_processor import INPUTS, TaskProcessor  # noqa: E402
 from state.db import Database  # noqa: E402
@@ -42,11 +43,13 @@ from state.registry_store import RegistryStore  # noqa: E402
 from streams.admin import ensure_topics  # noqa: E402
 from streams.partitioning import StickyTaskIds, partition_for  # noqa: E402
 from streams.producer import RecordProducer  # noqa: E402
-from streams.records import CreateTask, Record, TaskStatus, WorkerReport  # noqa: E402
+from streams.records import Record, TaskStatus, WorkerReport  # noqa: E402
 from streams.schemas import load_catalog  # noqa: E402
 from streams.serde import AvroSerde  # noqa: E402
 from streams.topics import INFERENCE_STATUS, TASK_COMMANDS  # noqa: E402
 from taskstream.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
+
+INSTANCE = "bench"
 
 
 class Backends:
@@ -75,6 +78,7 @@ class Feed:
         self._serde = serde
         self._ids = StickyTaskIds(TASK_COMMANDS.partitions)
         self._offsets: dict[tuple[str, int], int] = {}
+        self._body = create_body(INSTANCE)
 
     def _message(self, topic: str, record: Record) -> Message:
         key = str(record.task_id)
@@ -88,22 +92,8 @@ class Feed:
 
     def creates(self, n: int) -> tuple[list[uuid.UUID], list[Message]]:
         ids = [self._ids.new() for _ in range(n)]
-        body = {"origin_instance": "bench", "prompt": "bench", "provider_type": "echo"}
         messages = [
-            self._message(
-                TASK_COMMANDS.name,
-                CreateTask(
-                    command_id=uuid.uuid4(),
-                    task_id=task_id,
-                    issued_at=datetime.now(UTC),
-                    task_type="GENERATION",
-                    payload_json=json.dumps(
-                        {**body, "task_type": "GENERATION"}, sort_keys=True, separators=(",", ":")
-                    ),
-                    provider_type="echo",
-                    origin_instance="bench",
-                ),
-            )
+            self._message(TASK_COMMANDS.name, create_record(task_id, INSTANCE, self._body))
             for task_id in ids
         ]
         return ids, messages
