@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -36,10 +35,11 @@ class AvroSerde:
     def __init__(self, registry: SchemaRegistry, catalog: SchemaCatalog) -> None:
         self._registry = registry
         self._catalog = catalog
+        # Caches filled on first use. Threads share them without a lock: each entry is
+        # derived from the registry and the catalog alone, so a race only computes it twice.
         self._ids: dict[str, int] = {}
         self._writers: dict[int, tuple[str, Callable[[bytes], dict[str, Any]]]] = {}
         self._codecs: dict[str, RecordCodec | None] = {}
-        self._lock = threading.Lock()
 
     def register_all(self) -> dict[str, int]:
         """Register every catalog schema under its record-name subject; returns name -> id."""
@@ -48,12 +48,9 @@ class AvroSerde:
         return dict(self._ids)
 
     def schema_id(self, name: str) -> int:
-        with self._lock:
-            if name in self._ids:
-                return self._ids[name]
-        schema_id = self._registry.register(name, self._catalog.text(name))
-        with self._lock:
-            self._ids[name] = schema_id
+        schema_id = self._ids.get(name)
+        if schema_id is None:
+            schema_id = self._ids[name] = self._registry.register(name, self._catalog.text(name))
         return schema_id
 
     def serialize(self, record: Record) -> bytes:
@@ -131,9 +128,9 @@ class AvroSerde:
         schema id: the compiled decoder when the writer's schema is one of ours, else fastavro
         resolving the writer's schema against ours (given only when they differ: fastavro
         would otherwise compare the two in depth on every read)."""
-        with self._lock:
-            if schema_id in self._writers:
-                return self._writers[schema_id]
+        entry = self._writers.get(schema_id)
+        if entry is not None:
+            return entry
         try:
             text = self._registry.schema_by_id(schema_id)
         except RegistryError as exc:
@@ -147,8 +144,7 @@ class AvroSerde:
             entry = (name, partial(codec.decode, pos=_HEADER.size))
         else:
             entry = (name, partial(_fastavro_decode, writer, None if ours == writer else ours))
-        with self._lock:
-            self._writers[schema_id] = entry
+        self._writers[schema_id] = entry
         return entry
 
 
