@@ -11,9 +11,13 @@ Starts `taskstream up` (everything embedded) in a temporary data dir, then measu
   http      N POST /api/v1/tasks/ from `--clients` concurrent clients -> all COMPLETED via API,
             with create latency p50/p99 (each client opens its keep-alive connection with one
             list request before the clock starts, as load generators warm up)
+  --stages  also splits the HTTP phase's create latency into stages, for the fastest half, the
+            p90-p99 band and the slowest 1%: client -> API handler (the CreateTask's issued_at,
+            read back from tasks.commands), handler -> processor's decision (the task's
+            created_at, from the monitoring API), decision -> client has the answer
 Each figure is printed with its ratio to the baseline and the issue's floor, and each phase
 with the CPU milliseconds per task every process of the stack spent and a gauge of the
-machine's speed during it (`SpeedGauge`): on a shared machine the same work costs up to ~1.5x
+machine's speed during it (`SpeedGauge`): on a shared machine the same work costs up to ~2x
 the CPU in slow spells, and the gauge tells which kind of spell a run had.
 
 The load generator shares the machine's two cores with the stack, so its HTTP clients are
@@ -43,7 +47,7 @@ import aiohttp
 import httptools
 import psutil
 import uvloop
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -297,8 +301,13 @@ def raw_request(method: str, url: str, token: str, body: bytes = b"") -> bytes:
     return head.encode() + body
 
 
-async def via_http(info: dict, n: int, clients: int) -> tuple[float, float, float]:
-    instance = f"bench-http-{uuid.uuid4().hex[:6]}"
+Timeline = list[tuple[float, float, bytes]]  # (sent, answered) wall clock, response body
+
+
+async def via_http(
+    info: dict, instance: str, n: int, clients: int, timeline: Timeline | None = None
+) -> tuple[float, float, float]:
+    """(tasks/s, p50 ms, p99 ms); with `timeline`, each create's wall-clock times go there."""
     token, api = info["admin_token"], info["api_url"]
     create = raw_request(
         "POST", f"{api}/api/v1/tasks/", token, json.dumps(payload(instance)).encode()
@@ -311,11 +320,13 @@ async def via_http(info: dict, n: int, clients: int) -> tuple[float, float, floa
         nonlocal left
         while left > 0:
             left -= 1
-            t0 = time.perf_counter()
+            sent, t0 = time.time(), time.perf_counter()
             status, body = await connection.request(create)
             if status != 200:
                 raise SystemExit(f"create answered {status}: {body[:300]!r}")
             latencies.append(time.perf_counter() - t0)
+            if timeline is not None:
+                timeline.append((sent, time.time(), body))  # parsed after the clock stops
 
     connections = [await Connection.open(api) for _ in range(clients)]
     try:
@@ -334,13 +345,97 @@ async def via_http(info: dict, n: int, clients: int) -> tuple[float, float, floa
     return n / (finished - started), p50, p99
 
 
+def issued_times(info: dict) -> dict[str, float]:
+    """Each CreateTask's issued_at (the API handler's clock, epoch seconds) on tasks.commands,
+    by task id, read from the start of every partition to its end."""
+    serde, registry = connect_serde(info["schema_registry_url"], f"admin:{info['admin_token']}")
+    consumer = Consumer({"bootstrap.servers": info["bootstrap_servers"], "group.id": "bench"})
+    partitions = [
+        TopicPartition(TASK_COMMANDS.name, p, OFFSET_BEGINNING)
+        for p in range(TASK_COMMANDS.partitions)
+    ]
+    ends = {tp.partition: consumer.get_watermark_offsets(tp, 10)[1] for tp in partitions}
+    consumer.assign(partitions)
+    left = {p for p, end in ends.items() if end > 0}
+    issued: dict[str, float] = {}
+    idle = 0  # an offset short of the end may never come (a transaction's control record)
+    while left and idle < 3:
+        messages = consumer.consume(1000, 1.0)
+        idle = 0 if messages else idle + 1
+        for msg in messages:
+            if msg.error() is not None:
+                continue
+            record = serde.deserialize(msg.value())
+            if isinstance(record, CreateTask):
+                issued[str(record.task_id)] = record.issued_at.timestamp()
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                left.discard(msg.partition())
+    consumer.close()
+    registry.close()
+    return issued
+
+
+async def decided_times(info: dict, instance: str) -> dict[str, float]:
+    """Each task's created_at (the processor's clock when it decided the create, epoch
+    seconds) of one origin instance, by task id, through the monitoring API."""
+    headers = {"Authorization": f"Bearer {info['admin_token']}"}
+    decided: dict[str, float] = {}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        page, pages = 1, 1
+        while page <= pages:
+            params = {"origin_instance": instance, "page": str(page), "page_size": "500"}
+            url = f"{info['api_url']}/api/v1/monitoring/tasks"
+            async with session.get(url, params=params) as resp:
+                body = await resp.json()
+            decided.update(
+                (item["id"], datetime.fromisoformat(item["created_at"]).timestamp())
+                for item in body["items"]
+            )
+            page, pages = page + 1, body["pages"]
+    return decided
+
+
+def stage_lines(info: dict, instance: str, timeline: Timeline) -> list[str]:
+    """The create latency split into stages (ms, means) for the fastest half, the p90-p99
+    band and the slowest 1% of the HTTP phase's creates."""
+    issued = issued_times(info)
+    decided = asyncio.run(decided_times(info, instance))
+    answered = [(sent, done, json.loads(body)["id"]) for sent, done, body in timeline]
+    rows = sorted(
+        (done - sent, issued[t] - sent, decided[t] - issued[t], done - decided[t])
+        for sent, done, t in answered
+        if t in issued and t in decided
+    )
+    n = len(rows)
+    lines = [
+        f"stages    {n} creates, mean ms: total = client->API handler + handler->processor's",
+        "          decision (Kafka, waiting behind batches) + decision->answer (its batch's",
+        "          write, NOTIFY, the API's reply)",
+    ]
+    for name, band in (
+        ("fastest half", rows[: n // 2]),
+        ("p90-p99", rows[int(n * 0.9) : int(n * 0.99)]),
+        ("slowest 1%", rows[int(n * 0.99) :]),
+    ):
+        total, ingress, decision, answer = (
+            statistics.mean(r[i] for r in band) * 1000 for i in range(4)
+        )
+        lines.append(
+            f"          {name:12s} {total:6.1f} = {ingress:5.1f} + {decision:5.1f} + {answer:5.1f}"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--stages", action="store_true", help="split create latency by stage")
     args = parser.parse_args()
+    timeline: Timeline | None = [] if args.stages else None
+    instance = f"bench-http-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory(prefix="taskstream-bench-") as tmp:
         proc, info = launch(Path(tmp))
         try:
@@ -350,8 +445,11 @@ def main() -> None:
                 kafka = asyncio.run(via_kafka(info, args.tasks))
             cpu.append(cpu_by_role(proc.pid))
             with SpeedGauge() as http_speed:
-                http, p50, p99 = uvloop.run(via_http(info, args.tasks, args.clients))
+                http, p50, p99 = uvloop.run(
+                    via_http(info, instance, args.tasks, args.clients, timeline)
+                )
             cpu.append(cpu_by_role(proc.pid))
+            stages = stage_lines(info, instance, timeline) if timeline else []
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
@@ -373,6 +471,8 @@ def main() -> None:
         f"   floor p99 < {FLOORS['p99_ms']:.0f} ms: {'ok' if p99 < FLOORS['p99_ms'] else 'ABOVE'}"
     )
     print(cpu_line(cpu[1], cpu[2], args.tasks, http_speed))
+    for line in stages:
+        print(line)
 
 
 if __name__ == "__main__":
