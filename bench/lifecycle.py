@@ -54,7 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streams.producer import RecordProducer  # noqa: E402
 from streams.records import CreateTask  # noqa: E402
+from streams.registry import HttpSchemaRegistry  # noqa: E402
 from streams.runtime import connect_serde  # noqa: E402
+from streams.serde import AvroSerde  # noqa: E402
 from streams.topics import TASK_COMMANDS  # noqa: E402
 from taskstream.stack import launch  # noqa: E402
 
@@ -168,6 +170,16 @@ def baseline(bootstrap: str, n: int) -> float:
     return n / elapsed
 
 
+def api_session(info: dict) -> aiohttp.ClientSession:
+    """An aiohttp session that authenticates to the stack's API with the admin token."""
+    return aiohttp.ClientSession(headers={"Authorization": f"Bearer {info['admin_token']}"})
+
+
+def admin_serde(info: dict) -> tuple[AvroSerde, HttpSchemaRegistry]:
+    """The stack's Avro serde over its built-in registry (the caller closes the registry)."""
+    return connect_serde(info["schema_registry_url"], f"admin:{info['admin_token']}")
+
+
 async def at_least_completed(
     session: aiohttp.ClientSession, api: str, instance: str, n: int
 ) -> bool:
@@ -224,12 +236,11 @@ def warm_up(producer: RecordProducer, bootstrap: str) -> None:
 
 async def via_kafka(info: dict, n: int) -> float:
     instance = f"bench-kafka-{uuid.uuid4().hex[:6]}"
-    serde, registry = connect_serde(info["schema_registry_url"], f"admin:{info['admin_token']}")
+    serde, registry = admin_serde(info)
     producer = RecordProducer(info["bootstrap_servers"], serde)
     warm_up(producer, info["bootstrap_servers"])
     body = create_body(instance)
-    headers = {"Authorization": f"Bearer {info['admin_token']}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with api_session(info) as session:
         started = time.perf_counter()
         for _ in range(n):
             task_id = uuid.uuid4()
@@ -309,9 +320,7 @@ async def via_http(
 ) -> tuple[float, float, float]:
     """(tasks/s, p50 ms, p99 ms); with `timeline`, each create's wall-clock times go there."""
     token, api = info["admin_token"], info["api_url"]
-    create = raw_request(
-        "POST", f"{api}/api/v1/tasks/", token, json.dumps(payload(instance)).encode()
-    )
+    create = raw_request("POST", f"{api}/api/v1/tasks/", token, create_body(instance).encode())
     warm = raw_request("GET", f"{api}/api/v1/tasks/?limit=1", token)
     latencies: list[float] = []
     left = n
@@ -337,7 +346,7 @@ async def via_http(
     finally:
         for connection in connections:
             connection.close()
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+    async with api_session(info) as session:
         finished = await wait_all_completed(session, api, instance, n, timeout=600)
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
@@ -348,7 +357,7 @@ async def via_http(
 def issued_times(info: dict) -> dict[str, float]:
     """Each CreateTask's issued_at (the API handler's clock, epoch seconds) on tasks.commands,
     by task id, read from the start of every partition to its end."""
-    serde, registry = connect_serde(info["schema_registry_url"], f"admin:{info['admin_token']}")
+    serde, registry = admin_serde(info)
     consumer = Consumer({"bootstrap.servers": info["bootstrap_servers"], "group.id": "bench"})
     partitions = [
         TopicPartition(TASK_COMMANDS.name, p, OFFSET_BEGINNING)
@@ -378,9 +387,8 @@ def issued_times(info: dict) -> dict[str, float]:
 async def decided_times(info: dict, instance: str) -> dict[str, float]:
     """Each task's created_at (the processor's clock when it decided the create, epoch
     seconds) of one origin instance, by task id, through the monitoring API."""
-    headers = {"Authorization": f"Bearer {info['admin_token']}"}
     decided: dict[str, float] = {}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with api_session(info) as session:
         page, pages = 1, 1
         while page <= pages:
             params = {"origin_instance": instance, "page": str(page), "page_size": "500"}
