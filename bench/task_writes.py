@@ -179,7 +179,7 @@ def main() -> None:
             ensure_topics(broker.bootstrap)
             serde = AvroSerde(RegistryStore(db), load_catalog())
             serde.register_all()
-            producer = RecordProducer(broker.bootstrap, serde, **{"linger.ms": 20})
+            producer = RecordProducer(broker.bootstrap, serde)
             processor = TaskProcessor(broker.bootstrap, db, serde, producer, "bench")
             # Every partition, through the processor's own assignment step (claims them in
             # Postgres); nothing is ever produced to them, so its consumer fetches nothing.

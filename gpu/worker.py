@@ -272,10 +272,7 @@ def create_worker(
         executors = {**DEFAULT_EXECUTORS, **local_executors(settings, kind)}
     bootstrap = settings.require_bootstrap()
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
-    # Reports wait up to 20 ms to share produce requests, as the processors' outbox records
-    # do: a task's progress shows that much later, and the processors, which consume them,
-    # take them in fewer, bigger batches.
-    producer = RecordProducer(bootstrap, serde, **{"linger.ms": 20})
+    producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(spec.role)
     watch = CancellationWatch(bootstrap, serde, settings.kafka_watch_fetch_wait_ms).start()
     runner = JobRunner(

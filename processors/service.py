@@ -16,9 +16,7 @@ from taskstream.settings import Settings
 def create_processors(settings: Settings) -> MemberProcess:
     bootstrap = settings.require_bootstrap()
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
-    # Outbox records wait up to 20 ms to share produce requests with the next batches': it
-    # delays only downstream hops (API writes wait on Postgres, not on these records).
-    producer = RecordProducer(bootstrap, serde, **{"linger.ms": 20})
+    producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(WorkerRole.PROCESSORS)
     db = Database(settings.require_database_url(), max_size=4).open()
     tasks = TaskProcessor(
