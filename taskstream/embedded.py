@@ -67,12 +67,22 @@ def stop_process(
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            logger.warning("pid %d ignored signal %d for %.0fs; killing it", proc.pid, sig, timeout)
-            proc.kill()
-            proc.wait(5)
+        wait_or_kill(proc, timeout)
+    return proc.returncode
+
+
+def wait_or_kill(proc: subprocess.Popen, timeout: float) -> int | None:
+    """Wait up to `timeout` seconds for a child already told to stop, then kill it; returns
+    its exit code. Not a second signal: one that lands mid-shutdown cuts a service's own
+    graceful stop short (aiohttp's cleanup, for one, is cancelled by it)."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning(
+            "pid %d still running %.0fs after its stop signal; killing it", proc.pid, timeout
+        )
+        proc.kill()
+        proc.wait(5)
     return proc.returncode
 
 

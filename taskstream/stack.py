@@ -34,7 +34,7 @@ from taskstream.embedded import (
     EmbeddedPostgres,
     die_with_parent,
     free_port,
-    stop_process,
+    wait_or_kill,
 )
 from taskstream.settings import Settings
 
@@ -220,11 +220,9 @@ class Stack:
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
-        for child in reversed(self.children):
+        for child in reversed(self.children):  # all stop at once; each is told only once
             if child.proc is not None:
-                stop_process(
-                    child.proc, signal.SIGTERM, timeout=max(0.1, deadline - time.monotonic())
-                )
+                wait_or_kill(child.proc, timeout=max(0.1, deadline - time.monotonic()))
         if self.postgres is not None:
             self.postgres.stop()
         if self.broker is not None:

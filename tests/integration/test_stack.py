@@ -121,6 +121,10 @@ def test_up_is_healthy_writes_stack_json_and_stops_cleanly_on_sigterm(stack):
     assert proc.wait(30) == 0
     assert time.monotonic() - started < 30
     assert _all_gone(family, 5) == []
+    # each service stopped gracefully: one SIGTERM each, no error or traceback on the way out
+    log = (stack_file.parent / "up.log").read_text(errors="replace")
+    stopping = log[log.index("taskstream.stack: stopping") :]
+    assert "Traceback" not in stopping and " ERROR " not in stopping, stopping[-3000:]
 
 
 def test_a_killed_supervisor_leaves_nothing_running(stack):
