@@ -13,6 +13,7 @@ import warnings
 from typing import Protocol
 
 import authlib.deprecate  # noqa: F401 - installs authlib's "always" filter, which ours must follow
+import httpx
 
 with warnings.catch_warnings():
     # authlib, which the registry client imports, deprecates its own httpx shim on import.
@@ -23,6 +24,11 @@ with warnings.catch_warnings():
 
 class RegistryError(Exception):
     """A schema registry refused a request or could not be reached."""
+
+
+# The client's refusals, and its transport's failures to reach the registry at all: httpx's
+# (connection refused while the embedded API is still starting, timeouts) are not OSErrors.
+_FAILED = (SchemaRegistryError, OSError, httpx.TransportError)
 
 
 class SchemaRegistry(Protocol):
@@ -51,7 +57,7 @@ class HttpSchemaRegistry:
     def register(self, subject: str, schema: str) -> int:
         try:
             return self._client.register_schema(subject, Schema(schema, "AVRO"))
-        except (SchemaRegistryError, OSError) as exc:
+        except _FAILED as exc:
             raise RegistryError(f"registering {subject}: {exc}") from exc
 
     def schema_by_id(self, schema_id: int) -> str:
@@ -60,7 +66,7 @@ class HttpSchemaRegistry:
                 return self._by_id[schema_id]
         try:
             text = self._client.get_schema(schema_id).schema_str
-        except (SchemaRegistryError, OSError) as exc:
+        except _FAILED as exc:
             raise RegistryError(f"schema id {schema_id}: {exc}") from exc
         with self._lock:
             self._by_id[schema_id] = text
@@ -72,5 +78,5 @@ class HttpSchemaRegistry:
     def subjects(self) -> list[str]:
         try:
             return list(self._client.get_subjects())
-        except (SchemaRegistryError, OSError) as exc:
+        except _FAILED as exc:
             raise RegistryError(f"listing subjects: {exc}") from exc
