@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -77,6 +78,8 @@ class Stack:
         self.info: dict[str, str] = {}
 
     def run(self) -> int:
+        if not self._api_port_free():
+            return 1
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop.set())
         try:
@@ -90,6 +93,28 @@ class Stack:
             return self._supervise()
         finally:
             self._shutdown()
+
+    def _api_port_free(self) -> bool:
+        """Whether the API's port can be bound (0 picks a free one later). Checked before
+        anything starts: a taken port otherwise fails the API at every restart, each with a
+        traceback, until the restart budget stops the stack."""
+        host, port = self.settings.api_host, self.settings.api_port
+        if not port:
+            return True
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                logger.error(
+                    "cannot serve the API on %s:%d (%s); stop what holds it, or set "
+                    "TASKSTREAM_API_PORT to another port (0 picks a free one)",
+                    host,
+                    port,
+                    exc.strerror,
+                )
+                return False
+        return True
 
     def _start_infrastructure(self) -> dict[str, str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""The supervisor's shutdown tells every child to stop exactly once.
+"""The supervisor: it refuses to start on a taken API port, and its shutdown tells every
+child to stop exactly once.
 
 A second SIGTERM that lands while a service is still stopping cuts its graceful stop short:
 the API's aiohttp cleanup was cancelled by one and logged a CleanupError traceback on every
@@ -7,6 +8,7 @@ Ctrl-C of `make run`."""
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -48,3 +50,14 @@ def test_shutdown_signals_each_child_once(tmp_path: Path):
 
     assert [p.read_text() for p in counts] == ["1", "1", "1"]
     assert [c.proc.returncode for c in stack.children] == [0, 0, 0]
+
+
+def test_up_refuses_to_start_on_a_taken_api_port(tmp_path: Path, caplog):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        stack = Stack(Settings(data_dir=tmp_path, api_host="127.0.0.1", api_port=port))
+        assert stack.run() == 1
+    assert (stack.broker, stack.postgres, stack.children) == (None, None, [])
+    assert f"cannot serve the API on 127.0.0.1:{port} (Address already in use)" in caplog.text
