@@ -184,7 +184,7 @@ def _create(state: TaskState | None, cmd: CreateTask, now: datetime) -> Decision
         created_at=now,
         total_steps=1,
     )
-    return Decision(new, (created,), (_job(new, now),), _applied(cmd, new, now))
+    return Decision(new, (created,), (job(new, now),), _applied(cmd, new, now))
 
 
 def _cancel(state: TaskState, cmd: CancelTask, now: datetime) -> Decision:
@@ -212,7 +212,7 @@ def _retry(state: TaskState, cmd: RetryTask, now: datetime) -> Decision:
             " retried",
         )
     new = _requeue(state, now)
-    return Decision(new, (_status_event(new, now),), (_job(new, now),), _applied(cmd, new, now))
+    return Decision(new, (_status_event(new, now),), (job(new, now),), _applied(cmd, new, now))
 
 
 def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
@@ -247,7 +247,7 @@ def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
         events.append(_status_event(new, now))
         if new_status == TaskStatus.PENDING:
             new = replace(new, attempt=new.attempt + 1)
-            jobs = (_job(new, now),)
+            jobs = (job(new, now),)
     return Decision(new, tuple(events), jobs, _applied(cmd, new, now))
 
 
@@ -321,7 +321,7 @@ def _report(state: TaskState | None, report: WorkerReport, now: datetime) -> Dec
 def _failed(state: TaskState, report: WorkerReport, now: datetime) -> Decision:
     if report.retryable and state.retry_count < MAX_RETRIES:
         new = _requeue(state, now, error_message=report.error_message)
-        return Decision(new, (_status_event(new, now),), (_job(new, now),))
+        return Decision(new, (_status_event(new, now),), (job(new, now),))
     if report.retryable and state.fallback_provider_type and not state.on_fallback:
         new = _requeue(
             state,
@@ -330,7 +330,7 @@ def _failed(state: TaskState, report: WorkerReport, now: datetime) -> Decision:
             on_fallback=True,
             error_message=report.error_message,
         )
-        return Decision(new, (_status_event(new, now),), (_job(new, now),))
+        return Decision(new, (_status_event(new, now),), (job(new, now),))
     new = _advance(
         state,
         now,
@@ -472,7 +472,8 @@ def _training_event(state: TaskState, now: datetime, status: str) -> TrainingSta
     )
 
 
-def _job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:
+def job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:
+    """The job that runs the task's current attempt."""
     if state.task_type == TRAINING:
         return TrainingJob(
             job_id=job_id(state.task_id, state.attempt),

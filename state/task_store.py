@@ -8,7 +8,7 @@ values always passed as parameters.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -185,6 +185,14 @@ def load(db: Database, task_ids: Iterable[UUID]) -> dict[UUID, TaskState]:
     still this member's, and only a partition's owner writes its tasks)."""
     rows = db.execute(_SELECT, (list(task_ids),))
     return {row[0]: _state(row) for row in rows}
+
+
+def all_states(conn: psycopg.Connection) -> Iterator[TaskState]:
+    """Every task's state, streamed from a server-side cursor (inside a transaction)."""
+    with conn.cursor(name="all_task_states") as cursor:
+        cursor.execute(sql.SQL("SELECT id, {cols} FROM tasks").format(cols=_COLS))
+        for row in cursor:
+            yield _state(row)
 
 
 def _state(row: Sequence[Any]) -> TaskState:

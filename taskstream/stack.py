@@ -1,9 +1,11 @@
 """`taskstream up`: the whole system in one foreground process tree.
 
-Starts embedded infrastructure (unless the environment points at real services), applies
-migrations, creates topics, then runs the API, the processors and one worker of each kind
-as child processes, restarting a child that dies (at most `MAX_RESTARTS` a minute).
-SIGINT or SIGTERM stops children first, then Postgres and the broker, within 30 s.
+Refuses a taken API port, starts embedded infrastructure (unless the environment points at
+real services), applies migrations, settles Postgres with an embedded broker that started
+empty (`processors.fresh_broker`), creates topics, then runs the API, the processors and one
+worker of each kind as child processes, restarting a child that dies (at most
+`MAX_RESTARTS` a minute). SIGINT or SIGTERM stops children first (one SIGTERM each), then
+Postgres and the broker, within 30 s.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from api.auth import new_token
+from processors.fresh_broker import resume_on_fresh_broker
 from state.db import Database
 from state.migrations import migrate
+from state.registry_store import RegistryStore
 from streams.admin import ensure_topics
+from streams.schemas import load_catalog
+from streams.serde import AvroSerde
 from taskstream.cli import SHUTDOWN_DEADLINE_S
 from taskstream.embedded import (
     EmbeddedBroker,
@@ -130,6 +136,8 @@ class Stack:
             db_url = self.postgres.url
         with Database(db_url) as db:
             migrate(db)
+            if self.broker is not None:  # started empty: see processors.fresh_broker
+                resume_on_fresh_broker(db, AvroSerde(RegistryStore(db), load_catalog()))
         ensure_topics(bootstrap)
         port = s.api_port or free_port(s.api_host)
         token = s.admin_token.get_secret_value() if s.admin_token else new_token()
@@ -241,6 +249,7 @@ class Stack:
 
     def _shutdown(self) -> None:
         logger.info("stopping")
+        (self.data_dir / "stack.json").unlink(missing_ok=True)  # its URLs die with the stack
         for child in reversed(self.children):
             if child.proc is not None and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
@@ -282,6 +291,7 @@ def launch(
     from taskstream.embedded import free_port
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "stack.json").unlink(missing_ok=True)  # left by a stack that was killed
     env = {k: v for k, v in os.environ.items() if k not in INFRA_VARS}
     env.update(
         TASKSTREAM_DATA_DIR=str(data_dir),

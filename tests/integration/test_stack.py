@@ -132,3 +132,59 @@ def test_a_killed_supervisor_leaves_nothing_running(stack):
     proc.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel's parent-death signal must
     proc.wait(10)
     assert _all_gone(family, 30) == []
+
+
+def _wait_for(info: dict, task_id: str, statuses: tuple[str, ...], timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while (task := json.loads(_call(info, "GET", f"/api/v1/tasks/{task_id}")[1]))[
+        "status"
+    ] not in statuses:
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)
+    return task
+
+
+def _stop(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+
+
+def test_a_restarted_stack_keeps_its_tasks_counts_and_running_work(tmp_path: Path):
+    """The embedded broker starts empty on every `up` while Postgres keeps the tasks: the
+    restarted stack must not seek the fresh topics to the old broker's offsets (its first
+    creates were never applied, and answered 202), must count the tasks it already had, and
+    must run again the job that was running when it stopped."""
+    echo = {"task_type": "GENERATION", "prompt": "p", "provider_type": "echo"}
+    proc, info = launch(tmp_path / "data")
+    try:
+        done = [json.loads(_call(info, "POST", "/api/v1/tasks/", echo)[1])["id"] for _ in range(3)]
+        for task_id in done:
+            _wait_for(info, task_id, ("COMPLETED",), 30)
+        # longer than a worker's shutdown deadline: the stop leaves it EXECUTING
+        slow = {**echo, "provider_config": {"delay_ms": 15_000}}
+        running = json.loads(_call(info, "POST", "/api/v1/tasks/", slow)[1])["id"]
+        _wait_for(info, running, ("EXECUTING",), 30)
+        _stop(proc)
+        proc, info = launch(tmp_path / "data")
+        assert _wait_for(info, running, ("EXECUTING", "COMPLETED"), 5)["status"] == "EXECUTING"
+
+        status, body = _call(info, "POST", "/api/v1/tasks/", echo)
+        assert status == 200, body  # applied and projected, not left in the old offsets' gap
+        _wait_for(info, json.loads(body)["id"], ("COMPLETED",), 30)
+        finished = _wait_for(info, running, ("COMPLETED", "FAILED"), 40)
+        assert finished["status"] == "COMPLETED", finished
+
+        truth = json.loads(_call(info, "GET", "/api/v1/tasks/?limit=1000")[1])
+        assert len(truth) == 5
+        deadline = time.monotonic() + 15
+        while (stats := json.loads(_call(info, "GET", "/api/v1/monitoring/stats")[1]))[
+            "by_status"
+        ] != {"COMPLETED": 5}:
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.5)
+        assert stats["total_tasks"] == 5
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
