@@ -73,10 +73,17 @@ def resume_on_fresh_broker(db: Database, serde: AvroSerde) -> Resumed:
         conn.execute("DELETE FROM outbox WHERE topic = %s", (TASK_COUNTS.name,))
         conn.execute("DELETE FROM pending_counts WHERE group_id = %s", (GROUP,))
         for partition, contribution in sorted(counts.items()):
+            # created_minute buckets the tables would prune at once stay out of the delta,
+            # which a long history would otherwise swell past the broker's record size
+            current = {
+                counter: n
+                for counter, n in contribution.items()
+                if not task_counts.expired(task_counts.table_key(partition, counter), now)
+            }
             conn.execute(
                 "INSERT INTO pending_counts (group_id, partition, deltas, source_offsets)"
                 " VALUES (%s, %s, %s::jsonb, '{}'::jsonb)",
-                (GROUP, partition, jsonio.dumps(dict(contribution))),
+                (GROUP, partition, jsonio.dumps(current)),
             )
         if jobs:
             with conn.cursor() as cursor:
