@@ -107,19 +107,20 @@ class Stack:
         host, port = self.settings.api_host, self.settings.api_port
         if not port:
             return True
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
-            try:
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+            with socket.socket(family) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
                 probe.bind((host, port))
-            except OSError as exc:
-                logger.error(
-                    "cannot serve the API on %s:%d (%s); stop what holds it, or set "
-                    "TASKSTREAM_API_PORT to another port (0 picks a free one)",
-                    host,
-                    port,
-                    exc.strerror,
-                )
-                return False
+        except OSError as exc:
+            logger.error(
+                "cannot serve the API on %s:%d (%s); stop what holds it, or set "
+                "TASKSTREAM_API_PORT to another port (0 picks a free one)",
+                host,
+                port,
+                exc.strerror,
+            )
+            return False
         return True
 
     def _start_infrastructure(self) -> dict[str, str]:
