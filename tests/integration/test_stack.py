@@ -59,17 +59,20 @@ def _call(info: dict, method: str, path: str, body: dict | None = None) -> tuple
         return resp.status, resp.read()
 
 
+def _wait_for(info: dict, task_id: str, statuses: tuple[str, ...], timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while (task := json.loads(_call(info, "GET", f"/api/v1/tasks/{task_id}")[1]))[
+        "status"
+    ] not in statuses:
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)
+    return task
+
+
 def _generate(info: dict, fields: dict) -> bytes:
     """POST a GENERATION task, wait for COMPLETED, return its PNG from the storage API."""
     _, body = _call(info, "POST", "/api/v1/tasks/", {"task_type": "GENERATION", **fields})
-    task_id = json.loads(body)["id"]
-    deadline = time.monotonic() + 60
-    while (task := json.loads(_call(info, "GET", f"/api/v1/tasks/{task_id}")[1]))["status"] not in (
-        "COMPLETED",
-        "FAILED",
-    ):
-        assert time.monotonic() < deadline, task
-        time.sleep(0.2)
+    task = _wait_for(info, json.loads(body)["id"], ("COMPLETED", "FAILED"), 60)
     assert task["status"] == "COMPLETED", task
     return _call(info, "GET", f"/api/v1/storage/images/{task['result_image_path']}")[1]
 
@@ -132,16 +135,6 @@ def test_a_killed_supervisor_leaves_nothing_running(stack):
     proc.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel's parent-death signal must
     proc.wait(10)
     assert _all_gone(family, 30) == []
-
-
-def _wait_for(info: dict, task_id: str, statuses: tuple[str, ...], timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while (task := json.loads(_call(info, "GET", f"/api/v1/tasks/{task_id}")[1]))[
-        "status"
-    ] not in statuses:
-        assert time.monotonic() < deadline, task
-        time.sleep(0.2)
-    return task
 
 
 def _stop(proc) -> None:
