@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from processors import task_counts
@@ -40,14 +39,7 @@ from taskstream import jsonio
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Resumed:
-    tasks: int  # counted into the rebuilt counters
-    jobs: int  # put back into the outbox
-    offsets: int  # consumed offsets forgotten
-
-
-def resume_on_fresh_broker(db: Database, serde: AvroSerde) -> Resumed:
+def resume_on_fresh_broker(db: Database, serde: AvroSerde) -> None:
     now = datetime.now(UTC)
     counts: dict[int, Counter[str]] = defaultdict(Counter)
     tasks = 0
@@ -91,13 +83,11 @@ def resume_on_fresh_broker(db: Database, serde: AvroSerde) -> Resumed:
                     "INSERT INTO outbox (partition, topic, key, value) VALUES (%s, %s, %s, %s)",
                     jobs,
                 )
-    resumed = Resumed(tasks, len(jobs), offsets)
     if tasks or offsets:
         logger.info(
             "fresh embedded broker: %d tasks recounted, %d jobs of active tasks queued again,"
             " %d consumed offsets of the old broker forgotten",
-            resumed.tasks,
-            resumed.jobs,
-            resumed.offsets,
+            tasks,
+            len(jobs),
+            offsets,
         )
-    return resumed

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from taskstream.cli import SHUTDOWN_DEADLINE_S
 from taskstream.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
+    check_bindable,
     die_with_parent,
     free_port,
     wait_or_kill,
@@ -108,10 +108,7 @@ class Stack:
         if not port:
             return True
         try:
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            with socket.socket(family) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
-                probe.bind((host, port))
+            check_bindable(host, port)
         except OSError as exc:
             logger.error(
                 "cannot serve the API on %s:%d (%s); stop what holds it, or set "
