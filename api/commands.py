@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from api.task_queries import row_from_json
 from state.db import AsyncDatabase
@@ -31,10 +31,20 @@ from streams.topics import TASK_COMMANDS
 from taskstream import jsonio
 
 logger = logging.getLogger(__name__)
+LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000  # the producer's `message.max.bytes` by default
 
 
 class CommandNotSent(Exception):
     """The broker did not acknowledge a command."""
+
+
+class CommandTooLarge(CommandNotSent):
+    """The command is over the producer's message size; nothing was sent."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the command is {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
 
 
 @dataclass
@@ -56,14 +66,14 @@ class Delivery:
 class CommandSender:
     def __init__(self, bootstrap: str, serde: AvroSerde, **overrides: Any) -> None:
         self._serde = serde
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
-                "linger.ms": 2,
-                **overrides,
-            }
-        )
+        config = {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            **overrides,
+        }
+        self._max_bytes = int(config.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
+        self._producer = Producer(config)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="command-sender", daemon=True)
         self._poller.start()
@@ -87,9 +97,16 @@ class CommandSender:
                 loop.call_soon_threadsafe(_fail, outcome, delivery.error)
 
         value = self._serde.serialize(record)
-        self._producer.produce(
-            TASK_COMMANDS.name, key=str(record.task_id), value=value, on_delivery=delivered
-        )
+        try:
+            self._producer.produce(
+                TASK_COMMANDS.name, key=str(record.task_id), value=value, on_delivery=delivered
+            )
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise CommandTooLarge(len(value), self._max_bytes) from None
+            raise CommandNotSent(str(exc)) from None
+        except BufferError as exc:  # the producer's queue is full: the broker is not taking any
+            raise CommandNotSent(str(exc)) from None
         return delivery
 
     def close(self) -> None:
@@ -143,6 +160,10 @@ class OutcomeWaiter:
         future = asyncio.get_running_loop().create_future()
         self._waiting[str(command_id)] = future
         return future
+
+    def forget(self, command_id: UUID) -> None:
+        """Drop the interest in a command that was never sent."""
+        self._waiting.pop(str(command_id), None)
 
     async def wait(
         self, command_id: UUID, future: asyncio.Future[Outcome], timeout: float

@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from api.auth import Principal
-from api.commands import CommandNotSent
+from api.commands import CommandNotSent, CommandTooLarge
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
 from api.openapi import documented
 from api.responses import json_response
@@ -41,15 +41,17 @@ from api.task_queries import TaskFilter, public, visible
 from state.storage import task_folder
 from streams.partitioning import StickyTaskIds
 from streams.records import (
-    TRAINING_TASK_TYPE as TRAINING,
-)
-from streams.records import (
+    TASK_BODY_MAX_BYTES,
     CancelTask,
     CleanupTask,
     CreateTask,
     DeleteTask,
     TaskStatus,
     UpdateTask,
+    body_too_large,
+)
+from streams.records import (
+    TRAINING_TASK_TYPE as TRAINING,
 )
 from streams.topics import TASK_COMMANDS
 
@@ -183,12 +185,20 @@ async def settle(request: web.Request, command: Any) -> Settled:
     app = request.app
     pending = app[OUTCOMES].expect(command.command_id)
     try:
-        delivery = app[COMMANDS].send(command, pending)
+        try:
+            delivery = app[COMMANDS].send(command, pending)
+        except CommandNotSent:
+            app[OUTCOMES].forget(command.command_id)
+            raise
         outcome = await app[OUTCOMES].wait(
             command.command_id, pending, app[SETTINGS].write_timeout_s
         )
         if outcome is None:
             await delivery.wait()
+    except CommandTooLarge as exc:
+        raise problem(
+            web.HTTPRequestEntityTooLarge, str(exc), max_size=exc.limit, actual_size=exc.size
+        ) from None
     except CommandNotSent as exc:
         raise web.HTTPServiceUnavailable(
             text=json.dumps({"detail": f"broker unavailable: {exc}"}),
@@ -252,9 +262,22 @@ def create_command(
     return CreateTask(
         **{**command_head(request, task_id), "tenant": tenant},
         task_type=task_type,
-        payload_json=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+        payload_json=bounded_body(json.dumps(payload, sort_keys=True, separators=(",", ":"))),
         **fields,
     )
+
+
+def bounded_body(body_json: str) -> str:
+    """`body_json`, unless it is over the size of a task body (413). The task processor
+    checks the whole body a command leaves, this only what the request sent."""
+    if len(body_json) > TASK_BODY_MAX_BYTES:  # ASCII-escaped, so characters are bytes
+        raise problem(
+            web.HTTPRequestEntityTooLarge,
+            body_too_large(len(body_json)),
+            max_size=TASK_BODY_MAX_BYTES,
+            actual_size=len(body_json),
+        )
+    return body_json
 
 
 # --- routes (generation-specific first: /tasks/generation must not match /tasks/{task_id}) --
@@ -389,7 +412,8 @@ async def _update(
     if not changes:
         return json_response(public(await read_task(request, task_id, task_type)))
     command = UpdateTask(
-        **command_head(request, task_id), changes_json=json.dumps(changes, sort_keys=True)
+        **command_head(request, task_id),
+        changes_json=bounded_body(json.dumps(changes, sort_keys=True)),
     )
     return await execute(request, command, task_type)
 

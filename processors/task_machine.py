@@ -29,6 +29,7 @@ from typing import Any
 from uuid import UUID
 
 from streams.records import (
+    TASK_BODY_MAX_BYTES,
     TRAINING_TASK_TYPE,
     CancelTask,
     CleanupTask,
@@ -52,6 +53,7 @@ from streams.records import (
     TrainingStatusEvent,
     UpdateTask,
     WorkerReport,
+    body_too_large,
 )
 
 TRAINING = TRAINING_TASK_TYPE
@@ -175,6 +177,9 @@ def _create(state: TaskState | None, cmd: CreateTask, now: datetime) -> Decision
         payload_json=cmd.payload_json,
         fields=payload,
     )
+    dispatched = job(new, now)
+    if len(dispatched.payload_json) > TASK_BODY_MAX_BYTES:
+        return _rejected(None, cmd, now, 413, body_too_large(len(dispatched.payload_json)))
     context = {"provider_type": new.provider_type, "origin_tenant_id": new.tenant}
     created = TaskCreatedEvent(
         **_envelope(new, now, EventType.TASK_CREATED),
@@ -184,7 +189,7 @@ def _create(state: TaskState | None, cmd: CreateTask, now: datetime) -> Decision
         created_at=now,
         total_steps=1,
     )
-    return Decision(new, (created,), (job(new, now),), _applied(cmd, new, now))
+    return Decision(new, (created,), (dispatched,), _applied(cmd, new, now))
 
 
 def _cancel(state: TaskState, cmd: CancelTask, now: datetime) -> Decision:
@@ -228,7 +233,10 @@ def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
             f"cannot move a task from {state.status.value} to {new_status.value}",
         )
     columns = {k: changes[k] for k in _COLUMN_UPDATES & changes.keys()}
-    fields = {**state.fields, **{k: v for k, v in changes.items() if k not in _COLUMN_UPDATES}}
+    field_changes = {k: v for k, v in changes.items() if k not in _COLUMN_UPDATES}
+    fields = {**state.fields, **field_changes}
+    if field_changes and len(body := _body_json(fields)) > TASK_BODY_MAX_BYTES:
+        return _rejected(state, cmd, now, 413, body_too_large(len(body)))
     new = _advance(state, now, fields=fields, **columns)
     events: list[Record] = []
     if changes:
@@ -472,6 +480,11 @@ def _training_event(state: TaskState, now: datetime, status: str) -> TrainingSta
     )
 
 
+def _body_json(fields: dict[str, Any]) -> str:
+    """A task's fields as its job carries them; its length is the body's size in bytes."""
+    return json.dumps(fields, sort_keys=True)
+
+
 def job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:
     """The job that runs the task's current attempt."""
     if state.task_type == TRAINING:
@@ -479,7 +492,7 @@ def job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:
             job_id=job_id(state.task_id, state.attempt),
             task_id=state.task_id,
             attempt=state.attempt,
-            payload_json=json.dumps(state.fields, sort_keys=True),
+            payload_json=_body_json(state.fields),
             enqueued_at=now,
         )
     return InferenceJob(
@@ -490,7 +503,7 @@ def job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:
         provider_type=state.provider_type,
         fallback_provider_type=state.fallback_provider_type,
         priority=state.priority,
-        payload_json=json.dumps(state.fields, sort_keys=True),
+        payload_json=_body_json(state.fields),
         enqueued_at=now,
     )
 

@@ -18,6 +18,21 @@ from pydantic import BaseModel, ConfigDict, Field
 #: every task, their own jobs topic and consumer group.
 TRAINING_TASK_TYPE = "TRAINING"
 
+#: The largest a task's body may be: its fields as the JSON its job carries (ASCII, so
+#: characters are bytes). It keeps every record that carries a body (the command, the job,
+#: `TaskUpdated`) under Kafka's 1 MB default message limit with room for its envelope. A
+#: create or update that would pass it is refused with 413, by the API and, for commands
+#: produced straight to Kafka, by the task processor.
+TASK_BODY_MAX_BYTES = 768 * 1024
+
+
+def body_too_large(size: int) -> str:
+    """Why a task body of `size` bytes is refused."""
+    return (
+        f"the task's body is {size} bytes as JSON, over the limit of {TASK_BODY_MAX_BYTES};"
+        " upload large inputs such as images to /api/v1/storage/images and pass their paths"
+    )
+
 
 class EventType(StrEnum):
     UNKNOWN = "UNKNOWN"

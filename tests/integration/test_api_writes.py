@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from api.commands import CommandNotSent, CommandSender
+from api.commands import CommandNotSent, CommandSender, CommandTooLarge
 from streams.records import CreateTask
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
@@ -53,5 +53,18 @@ async def test_a_command_the_broker_refuses_fails_its_awaited_outcome():
         with pytest.raises(CommandNotSent):
             await delivery.wait()
         assert not delivery.acknowledged
+    finally:
+        await asyncio.to_thread(sender.close)
+
+
+async def test_a_command_over_the_message_limit_is_refused_before_it_is_sent():
+    serde = AvroSerde(MemoryRegistry(), load_catalog())
+    sender = CommandSender("127.0.0.1:1", serde, **{"message.max.bytes": 2000})
+    try:
+        outcome = asyncio.get_running_loop().create_future()
+        with pytest.raises(CommandTooLarge) as refused:
+            sender.send(make_sample(CreateTask, payload_json="x" * 5000), outcome)
+        assert refused.value.limit == 2000 and refused.value.size > 5000
+        assert "over the limit of 2000 bytes" in str(refused.value)
     finally:
         await asyncio.to_thread(sender.close)

@@ -18,7 +18,7 @@ from openapi_spec_validator import validate
 
 from api.tasks import _IDEMPOTENCY_NAMESPACE
 from processors.task_machine import MAX_RETRIES
-from streams.records import TaskCreatedEvent, TaskStatusEvent
+from streams.records import TASK_BODY_MAX_BYTES, TaskCreatedEvent, TaskStatusEvent
 from streams.registry import HttpSchemaRegistry
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
@@ -269,6 +269,34 @@ def test_update_cleanup_and_delete(running_api):
     status, deleted = api.call("DELETE", f"/api/v1/tasks/{task['id']}", token=api.admin_token)
     assert status == 200 and deleted["id"] == task["id"]
     assert api.call("GET", f"/api/v1/tasks/{task['id']}", token=api.admin_token)[0] == 404
+
+
+def test_task_bodies_over_the_limit_get_413_and_create_nothing(running_api):
+    api = running_api
+    limit = TASK_BODY_MAX_BYTES
+    for n, big in enumerate(({"k": "x" * limit}, {"k": "é" * (limit // 4)})):  # é: 6 escaped
+        key = f"too-big-{uuid.uuid4()}-{n}"
+        status, body = api.call(
+            "POST",
+            "/api/v1/tasks/",
+            token=api.admin_token,
+            raw=json.dumps(echo_task(config=big), ensure_ascii=False).encode(),
+            headers={"Idempotency-Key": key},
+        )
+        assert status == 413 and f"over the limit of {limit};" in body["detail"]
+        task_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"None\0{key}")
+        assert api.call("GET", f"/api/v1/tasks/{task_id}", token=api.admin_token)[0] == 404
+    # Two writes each under the limit whose task would not be: the processor refuses the second.
+    half = "x" * (limit // 2)
+    status, task = api.call(
+        "POST", "/api/v1/tasks/", echo_task(config={"k": half}), api.admin_token
+    )
+    assert status == 200
+    path = f"/api/v1/tasks/{task['id']}"
+    status, body = api.call("PUT", path, {"errors": [half]}, api.admin_token)
+    assert status == 413 and f"over the limit of {limit};" in body["detail"]
+    status, now = api.call("GET", path, token=api.admin_token)
+    assert status == 200 and now["errors"] is None and now["config"] == {"k": half}
 
 
 def test_a_create_task_from_an_external_avro_producer(running_api, bootstrap):

@@ -10,6 +10,7 @@ import pytest
 
 from processors.task_machine import MAX_RETRIES, TaskState, handle, job_id
 from streams.records import (
+    TASK_BODY_MAX_BYTES,
     CancelTask,
     CleanupTask,
     CommandOutcomeKind,
@@ -221,6 +222,39 @@ def test_update_sets_fields_and_validates_status_moves(pending):
     refused = handle(done, command(UpdateTask, changes_json='{"status": "PENDING"}'), at(4))
     assert refused.outcome.status_code == 409
     assert refused.outcome.reason == "cannot move a task from COMPLETED to PENDING"
+
+
+def test_bodies_over_the_limit_are_refused_with_413_and_change_nothing(pending):
+    # A job carries the body ASCII-escaped: 200,000 "é" are 400 KB of UTF-8 but 1.2 MB there.
+    for payload in (
+        {"prompt": "p", "config": {"k": "x" * TASK_BODY_MAX_BYTES}},
+        {"prompt": "é" * 200_000},
+    ):
+        d = handle(None, create(payload), T0)
+        assert d.state is None and d.events == () and d.jobs == ()
+        assert d.outcome.outcome == CommandOutcomeKind.REJECTED and d.outcome.status_code == 413
+        assert f"over the limit of {TASK_BODY_MAX_BYTES}" in d.outcome.reason
+    half = "x" * (TASK_BODY_MAX_BYTES // 2)
+    big = handle(
+        pending, command(UpdateTask, changes_json=json.dumps({"config": {"k": half}})), at(1)
+    )
+    assert big.outcome.outcome == CommandOutcomeKind.APPLIED, "under the limit: applied"
+    # each update alone is under the limit; the task they would make is not
+    over = command(UpdateTask, changes_json=json.dumps({"errors": [half]}))
+    refused = handle(big.state, over, at(2))
+    assert refused.outcome.status_code == 413 and refused.state == big.state
+    assert refused.events == () and refused.jobs == ()
+    # a field replaced by a smaller value is fine, as are column-only updates
+    assert (
+        handle(big.state, command(UpdateTask, changes_json='{"config": {}}'), at(2)).state.fields[
+            "config"
+        ]
+        == {}
+    )
+    assert (
+        handle(big.state, command(UpdateTask, changes_json='{"priority": 3}'), at(2)).state.priority
+        == 3
+    )
 
 
 def test_delete_removes_and_cleanup_marks(pending):
