@@ -31,14 +31,17 @@ from api.tasks import (
     settle,
     task_id_of,
 )
-from api.training_models import TrainingStatus, TrainingTask, TrainingTaskCreate
+from api.training_models import (
+    TRAINING_SERVER_SIDE,
+    TrainingStatus,
+    TrainingTask,
+    TrainingTaskCreate,
+)
 from streams.records import TRAINING_TASK_TYPE, CancelTask, TaskStatus
 
 routes = web.RouteTableDef()
 
 _LIST = TypeAdapter(list[TrainingTask])
-#: Settings of the seed's `TrainingTask` that its create body does not carry.
-SERVER_SIDE = {"optimizer": "adamw8bit", "priority": 1}
 
 
 class TrainingListQuery(BaseModel):
@@ -93,14 +96,14 @@ async def create_training(request: web.Request) -> web.Response:
     body: TrainingTaskCreate = await parse_body(request, TrainingTaskCreate)
     tenant = creating_tenant(request, body.origin_tenant_id)
     task_id = new_task_id()
-    payload = {**SERVER_SIDE, **body.model_dump(mode="json"), "origin_tenant_id": tenant}
+    payload = {**TRAINING_SERVER_SIDE, **body.model_dump(mode="json"), "origin_tenant_id": tenant}
     command = create_command(
         request,
         task_id,
         tenant,
         TRAINING_TASK_TYPE,
         payload,
-        priority=SERVER_SIDE["priority"],
+        priority=TRAINING_SERVER_SIDE["priority"],
         origin_instance=body.origin_instance,
         origin_zone=body.origin_zone,
     )

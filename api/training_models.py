@@ -51,6 +51,10 @@ class CaptioningStrategy(StrEnum):
 
 DEFAULT_BASE_MODEL = "black-forest-labs/FLUX.1-dev"
 
+#: Settings of the seed's `TrainingTask` that its create body does not carry; the API adds
+#: them to a training task's body.
+TRAINING_SERVER_SIDE = {"optimizer": "adamw8bit", "priority": 1}
+
 
 class TrainingTaskCreate(BaseModel):
     """Schema for creating new training tasks. Only `trigger_word` is required."""

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from api.task_bodies import body_problem
 from streams.records import (
     TASK_BODY_MAX_BYTES,
     TRAINING_TASK_TYPE,
@@ -128,21 +131,74 @@ Message = CreateTask | UpdateTask | CancelTask | RetryTask | DeleteTask | Cleanu
 
 
 def handle(state: TaskState | None, message: Message, now: datetime) -> Decision:
-    """Apply one command or worker report to a task's state."""
+    """Apply one command or worker report to a task's state. A malformed command is
+    rejected with 422 and its reason; reports must have passed `check_report`."""
     if isinstance(message, WorkerReport):
         return _report(state, message, now)
-    if isinstance(message, CreateTask):
-        return _create(state, message, now)
-    if state is None or not _visible_to(state, message.tenant):
-        return _rejected(state, message, now, 404, f"task {message.task_id} not found")
-    handler = {
-        CancelTask: _cancel,
-        RetryTask: _retry,
-        UpdateTask: _update,
-        DeleteTask: _delete,
-        CleanupTask: _cleanup,
-    }[type(message)]
-    return handler(state, message, now)
+    try:
+        _check_strings(message)
+        if isinstance(message, CreateTask):
+            return _create(state, message, now)
+        if state is None or not _visible_to(state, message.tenant):
+            return _rejected(state, message, now, 404, f"task {message.task_id} not found")
+        handler = {
+            CancelTask: _cancel,
+            RetryTask: _retry,
+            UpdateTask: _update,
+            DeleteTask: _delete,
+            CleanupTask: _cleanup,
+        }[type(message)]
+        return handler(state, message, now)
+    except Malformed as exc:
+        return _rejected(state, message, now, 422, str(exc))
+
+
+class Malformed(ValueError):
+    """A message the task store could not hold or the machine cannot apply, and why."""
+
+
+def check_report(report: WorkerReport) -> None:
+    """Raise `Malformed` for a worker report that cannot be applied (the processor
+    dead-letters it): a `result_json` that is not a JSON object, or a NUL character."""
+    _check_strings(report)
+    if report.result_json is not None:
+        _json_object(report.result_json, "result_json")
+
+
+# A JSON string's NUL escape, not preceded by an escaped backslash ("\\u0000" is text).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _check_strings(message: Message) -> None:
+    """Postgres text and jsonb cannot hold NUL characters: a message carrying one, in a
+    string field or escaped in a JSON one, is malformed."""
+    for name, value in message:
+        if isinstance(value, str) and (
+            "\x00" in value or (name.endswith("_json") and _ESCAPED_NUL.search(value))
+        ):
+            raise Malformed(f"{name} contains a NUL character (\\u0000), which cannot be stored")
+
+
+def _json_object(text: str, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise Malformed(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise Malformed(f"{name} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+# What each column an update may set must hold (anything else fails the batch's write).
+_COLUMN_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "priority": (lambda v: type(v) is int and -(2**31) <= v < 2**31, "a 32-bit integer"),
+    "retry_count": (lambda v: type(v) is int and 0 <= v < 2**31, "a non-negative integer"),
+    "progress": (
+        lambda v: type(v) in (int, float) and 0 <= v <= 100,
+        "a number from 0 to 100",
+    ),
+    "provider_type": (lambda v: v is None or type(v) is str, "a string or null"),
+}
 
 
 # --- commands ------------------------------------------------------------------------
@@ -158,7 +214,9 @@ def _create(state: TaskState | None, cmd: CreateTask, now: datetime) -> Decision
                 state, cmd, now, 409, "Idempotency-Key was already used with a different body"
             )
         return _rejected(state, cmd, now, 409, f"task {cmd.task_id} already exists")
-    payload = json.loads(cmd.payload_json)
+    payload = _json_object(cmd.payload_json, "payload_json")
+    if (problem := body_problem(cmd.task_type, payload)) is not None:
+        raise Malformed(problem)
     new = TaskState(
         task_id=cmd.task_id,
         task_type=cmd.task_type,
@@ -221,8 +279,13 @@ def _retry(state: TaskState, cmd: RetryTask, now: datetime) -> Decision:
 
 
 def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
-    changes: dict[str, Any] = json.loads(cmd.changes_json)
+    changes = _json_object(cmd.changes_json, "changes_json")
+    for name, (valid, expected) in _COLUMN_CHECKS.items():
+        if name in changes and not valid(changes[name]):
+            raise Malformed(f"{name} must be {expected}, not {changes[name]!r}")
     status = changes.pop("status", None)
+    if status is not None and status not in TaskStatus.__members__.values():
+        raise Malformed(f"status must be one of {', '.join(TaskStatus)}, not {status!r}")
     new_status = TaskStatus(status) if status is not None else state.status
     if new_status != state.status and new_status not in TRANSITIONS[state.status]:
         return _rejected(

@@ -41,7 +41,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from processors import task_counts
 from processors.task_counts import PendingCounts
-from processors.task_machine import TaskState, handle
+from processors.task_machine import Malformed, TaskState, check_report, handle
 from state import offsets, task_store
 from state.db import Database
 from state.task_store import BatchWrite
@@ -56,6 +56,7 @@ from streams.records import (
     TaskStatus,
     TaskStatusEvent,
     TrainingJob,
+    WorkerReport,
 )
 from streams.serde import AvroSerde, SerializationError
 from streams.topics import (
@@ -413,6 +414,11 @@ class TaskProcessor:
             raise PoisonMessage(
                 "message key must be the task_id, or the task's single writer breaks"
             )
+        if isinstance(record, WorkerReport):  # a malformed command is rejected, with an outcome
+            try:
+                check_report(record)
+            except Malformed as exc:
+                raise PoisonMessage(str(exc)) from None
         return record
 
     # --- outbox ------------------------------------------------------------------------

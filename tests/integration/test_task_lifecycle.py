@@ -18,7 +18,13 @@ from openapi_spec_validator import validate
 
 from api.tasks import _IDEMPOTENCY_NAMESPACE
 from processors.task_machine import MAX_RETRIES
-from streams.records import TASK_BODY_MAX_BYTES, TaskCreatedEvent, TaskStatusEvent
+from streams.records import (
+    TASK_BODY_MAX_BYTES,
+    CreateTask,
+    TaskCreatedEvent,
+    TaskStatusEvent,
+    WorkerReport,
+)
 from streams.registry import HttpSchemaRegistry
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
@@ -297,6 +303,75 @@ def test_task_bodies_over_the_limit_get_413_and_create_nothing(running_api):
     assert status == 413 and f"over the limit of {limit};" in body["detail"]
     status, now = api.call("GET", path, token=api.admin_token)
     assert status == 200 and now["errors"] is None and now["config"] == {"k": half}
+
+
+def test_malformed_commands_and_reports_are_refused_and_the_processor_carries_on(
+    running_api, bootstrap, database_url
+):
+    api = running_api
+    registry = HttpSchemaRegistry(api.url + "/schema-registry", f"admin:{api.admin_token}")
+    serde = AvroSerde(registry, load_catalog())
+    producer = Producer({"bootstrap.servers": bootstrap})
+
+    def create(payload_json: str) -> CreateTask:
+        command = CreateTask(
+            command_id=uuid.uuid4(),
+            task_id=uuid.uuid4(),
+            issued_at=datetime.now(UTC),
+            task_type="GENERATION",
+            payload_json=payload_json,
+        )
+        producer.produce("tasks.commands", key=str(command.task_id), value=serde.serialize(command))
+        return command
+
+    not_json, no_prompt = create("nope"), create('{"provider_type": "echo"}')
+    report = WorkerReport(
+        report_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        task_id=uuid.uuid4(),
+        worker_id="rogue",
+        status="COMPLETED",
+        result_json="[1, 2]",
+        timestamp=datetime.now(UTC),
+    )
+    producer.produce("inference.status", key=str(report.task_id), value=serde.serialize(report))
+    producer.flush(10)
+    registry.close()
+    # Through the API, a NUL (which Postgres cannot store) is refused by the processor too.
+    status, body = api.call("POST", "/api/v1/tasks/", echo_task(prompt="a\x00b"), api.admin_token)
+    assert status == 422 and body["detail"] == (
+        "payload_json contains a NUL character (\\u0000), which cannot be stored"
+    )
+    # the processors are still applying commands: the next task runs to COMPLETED
+    _, task = api.call("POST", "/api/v1/tasks/", echo_task(), api.admin_token)
+    wait_status(api, task["id"], {"COMPLETED"})
+    with psycopg.connect(database_url) as conn:
+        outcomes = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT command_id, outcome, status_code, reason FROM command_outcomes"
+                " WHERE command_id = ANY(%s)",
+                ([not_json.command_id, no_prompt.command_id],),
+            )
+        }
+        tasks = conn.execute(
+            "SELECT count(*) FROM tasks WHERE id = ANY(%s)",
+            ([not_json.task_id, no_prompt.task_id],),
+        ).fetchone()[0]
+    assert outcomes[not_json.command_id][:2] == ("REJECTED", 422)
+    assert outcomes[not_json.command_id][2].startswith("payload_json is not valid JSON")
+    assert outcomes[no_prompt.command_id] == ("REJECTED", 422, "GENERATION.prompt: Field required")
+    assert tasks == 0
+    deadline = time.monotonic() + 30
+    while not (
+        dead := [
+            m
+            for m in read_topic(bootstrap, "inference.status.dlq", 1000, timeout=2)
+            if m.key() == str(report.task_id).encode()
+        ]
+    ):
+        assert time.monotonic() < deadline, "the malformed report never reached the DLQ"
+    assert dict(dead[0].headers())["dlq.error"] == b"result_json must be a JSON object, not list"
 
 
 def test_a_create_task_from_an_external_avro_producer(running_api, bootstrap):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processors.task_machine import MAX_RETRIES, TaskState, handle, job_id
+from processors.task_machine import MAX_RETRIES, Malformed, TaskState, check_report, handle, job_id
 from streams.records import (
     TASK_BODY_MAX_BYTES,
     CancelTask,
@@ -228,7 +229,7 @@ def test_bodies_over_the_limit_are_refused_with_413_and_change_nothing(pending):
     # A job carries the body ASCII-escaped: 200,000 "é" are 400 KB of UTF-8 but 1.2 MB there.
     for payload in (
         {"prompt": "p", "config": {"k": "x" * TASK_BODY_MAX_BYTES}},
-        {"prompt": "é" * 200_000},
+        {"prompt": "p", "config": {"k": "é" * 200_000}},
     ):
         d = handle(None, create(payload), T0)
         assert d.state is None and d.events == () and d.jobs == ()
@@ -255,6 +256,63 @@ def test_bodies_over_the_limit_are_refused_with_413_and_change_nothing(pending):
         handle(big.state, command(UpdateTask, changes_json='{"priority": 3}'), at(2)).state.priority
         == 3
     )
+
+
+@pytest.mark.parametrize(
+    ("kw", "reason"),
+    [
+        ({"payload_json": "nope"}, "payload_json is not valid JSON: Expecting value"),
+        ({"payload_json": "[1, 2]"}, "payload_json must be a JSON object, not list"),
+        ({"task_type": "FOO"}, "unknown task_type 'FOO'; expected one of BACKGROUND_FIX, "),
+        ({"payload_json": '{"width": 64}'}, "GENERATION.prompt: Field required"),
+        (
+            {"payload_json": '{"prompt": "p", "colour": 1}'},
+            "colour: Extra inputs are not permitted",
+        ),
+        ({"payload_json": '{"prompt": "a\\u0000b"}'}, "payload_json contains a NUL character"),
+        ({"origin_instance": "a\x00b"}, "origin_instance contains a NUL character"),
+    ],
+)
+def test_malformed_creates_are_refused_with_422_and_the_reason(kw, reason):
+    d = handle(None, create(**kw), T0)
+    assert d.state is None and d.events == () and d.jobs == ()
+    assert d.outcome.outcome == CommandOutcomeKind.REJECTED and d.outcome.status_code == 422
+    assert reason in d.outcome.reason
+
+
+def test_a_nul_escape_that_is_only_text_is_fine():
+    d = handle(None, create({"prompt": "a \\u0000 in a path"}), T0)  # backslash, then u0000
+    assert d.outcome.outcome == CommandOutcomeKind.APPLIED
+    assert d.state.fields["prompt"] == "a \\u0000 in a path"
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ("[]", "changes_json must be a JSON object, not list"),
+        ('{"priority": "high"}', "priority must be a 32-bit integer, not 'high'"),
+        ('{"priority": true}', "priority must be a 32-bit integer, not True"),
+        ('{"progress": 150}', "progress must be a number from 0 to 100, not 150"),
+        ('{"retry_count": -1}', "retry_count must be a non-negative integer, not -1"),
+        ('{"status": "DONE"}', "status must be one of UNKNOWN, PENDING, EXECUTING, "),
+        ('{"errors": ["\\u0000"]}', "changes_json contains a NUL character"),
+    ],
+)
+def test_malformed_updates_are_refused_with_422_and_change_nothing(pending, changes, reason):
+    d = handle(pending, command(UpdateTask, changes_json=changes), at(1))
+    assert d.state == pending and d.events == () and d.jobs == ()
+    assert d.outcome.status_code == 422 and reason in d.outcome.reason
+
+
+def test_malformed_reports_are_caught_before_they_are_applied(pending):
+    check_report(report(pending, TaskStatus.COMPLETED, result_json='{"a": 1}'))
+    for bad, reason in (
+        ({"result_json": "[1]"}, "result_json must be a JSON object, not list"),
+        ({"result_json": "{"}, "result_json is not valid JSON"),
+        ({"error_message": "boom\x00"}, "error_message contains a NUL character"),
+    ):
+        with pytest.raises(Malformed, match=re.escape(reason)):
+            check_report(report(pending, TaskStatus.FAILED, **bad))
 
 
 def test_delete_removes_and_cleanup_marks(pending):
