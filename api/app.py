@@ -43,6 +43,7 @@ from api.schema_registry import create_registry_app
 from api.signing import UrlSigner
 from api.storage import routes as storage_routes
 from api.storage import signed_storage_read
+from api.task_bodies import NUL_MESSAGE
 from api.task_queries import TaskReader
 from api.tasks import routes as task_routes
 from api.training import routes as training_routes
@@ -89,6 +90,24 @@ async def json_errors(request: web.Request, handler):
             detail,
             {k: v for k, v in exc.headers.items() if k.lower() != "content-type"},
         )
+
+
+@web.middleware
+async def refuse_nul(request: web.Request, handler):
+    """A NUL character in the path or the query is 422: no route can use one, and Postgres
+    cannot store or compare it. (JSON bodies are checked as they are parsed.)"""
+    if "\x00" in request.path:
+        return _nul_problem(["path"])
+    for name, value in request.query.items():
+        if "\x00" in name or "\x00" in value:
+            return _nul_problem(["query", name.replace("\x00", "")])
+    return await handler(request)
+
+
+def _nul_problem(loc: list[str]) -> web.Response:
+    return json_response(
+        {"detail": [{"loc": loc, "msg": NUL_MESSAGE, "type": "string_nul"}]}, status=422
+    )
 
 
 @web.middleware
@@ -201,7 +220,8 @@ def create_app(settings: Settings) -> web.Application:
         settings = settings.model_copy(update={"admin_token": SecretStr(token)})
         logger.warning("TASKSTREAM_ADMIN_TOKEN is unset; generated admin token: %s", token)
     app = web.Application(
-        middlewares=[json_errors, authenticate], client_max_size=settings.max_request_bytes
+        middlewares=[json_errors, refuse_nul, authenticate],
+        client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_openapi, _databases, _schemas, _heartbeats, _tasks])

@@ -47,6 +47,8 @@ async def _schema_body(request: web.Request) -> str:
         raise InvalidSchema('body must be JSON like {"schema": "..."}')
     if body.get("schemaType", "AVRO") != "AVRO":
         raise InvalidSchema(f"schemaType {body['schemaType']!r} is not supported; only AVRO")
+    if "\x00" in body["schema"]:
+        raise InvalidSchema("the schema may not contain NUL characters")
     if body.get("references"):
         raise InvalidSchema("schema references are not supported")
     return body["schema"]

@@ -8,6 +8,7 @@ straight to Kafka is held to what POST accepts (a body the API built passes agai
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,6 +16,19 @@ from pydantic import ValidationError
 from api.task_models import CREATE_BODY, TaskType
 from api.training_models import TRAINING_SERVER_SIDE, TrainingTaskCreate
 from streams.records import TRAINING_TASK_TYPE
+
+# A JSON string's NUL escape, not preceded by an escaped backslash ("\\u0000" is text).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+NUL_MESSAGE = "Strings may not contain NUL characters (\\u0000)"
+
+
+def has_nul(json_text: str) -> bool:
+    """Whether JSON text (ASCII-escaped, as `json.dumps` writes it) holds a NUL character,
+    which Postgres text and jsonb cannot store."""
+    return "\x00" in json_text or _ESCAPED_NUL.search(json_text) is not None
+
 
 #: Every task type a CreateTask may name.
 TASK_TYPES = frozenset({*TaskType, TRAINING_TASK_TYPE})

@@ -25,6 +25,7 @@ from api.commands import CommandNotSent, CommandTooLarge
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
 from api.openapi import documented
 from api.responses import json_response
+from api.task_bodies import NUL_MESSAGE, has_nul
 from api.task_models import (
     CREATE_BODY,
     TASK_PUBLIC,
@@ -92,6 +93,9 @@ def validation_error(exc: ValidationError, where: str) -> web.HTTPUnprocessableE
 
 async def parse_body(request: web.Request, adapter: TypeAdapter | type[BaseModel]) -> Any:
     raw = await request.read()
+    if has_nul(raw.decode("utf-8", errors="replace")):
+        body = {"detail": [{"loc": ["body"], "msg": NUL_MESSAGE, "type": "string_nul"}]}
+        raise web.HTTPUnprocessableEntity(text=json.dumps(body), content_type="application/json")
     try:
         if isinstance(adapter, TypeAdapter):
             return adapter.validate_json(raw)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from api.task_bodies import body_problem
+from api.task_bodies import body_problem, has_nul
 from streams.records import (
     TASK_BODY_MAX_BYTES,
     TRAINING_TASK_TYPE,
@@ -165,16 +164,12 @@ def check_report(report: WorkerReport) -> None:
         _json_object(report.result_json, "result_json")
 
 
-# A JSON string's NUL escape, not preceded by an escaped backslash ("\\u0000" is text).
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
 def _check_strings(message: Message) -> None:
     """Postgres text and jsonb cannot hold NUL characters: a message carrying one, in a
     string field or escaped in a JSON one, is malformed."""
     for name, value in message:
         if isinstance(value, str) and (
-            "\x00" in value or (name.endswith("_json") and _ESCAPED_NUL.search(value))
+            has_nul(value) if name.endswith("_json") else "\x00" in value
         ):
             raise Malformed(f"{name} contains a NUL character (\\u0000), which cannot be stored")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from api.task_bodies import NUL_MESSAGE
+
 
 def test_unknown_route_is_401_without_a_token_and_json_404_with_one(running_api):
     assert running_api.call("GET", "/api/v1/nothing-here")[0] == 401
@@ -27,3 +29,24 @@ def test_wrong_method_is_json_405(running_api):
         "DELETE", "/schema-registry/subjects", token=running_api.admin_token
     )
     assert status == 405 and body == {"detail": "Method Not Allowed"}
+
+
+def test_nul_characters_are_422_wherever_they_come(running_api):
+    token = running_api.admin_token
+    nul = [{"loc": ["query", "origin_instance"], "msg": NUL_MESSAGE, "type": "string_nul"}]
+    assert running_api.call("GET", "/api/v1/tasks/?origin_instance=a%00b", token=token) == (
+        422,
+        {"detail": nul},
+    )
+    status, body = running_api.call("GET", "/api/v1/monitoring/tasks?search=%00", token=token)
+    assert status == 422 and body["detail"][0]["loc"] == ["query", "search"]
+    status, body = running_api.call("GET", "/api/v1/tasks/a%00b", token=token)
+    assert status == 422 and body["detail"][0]["loc"] == ["path"]
+    for path, body in (
+        ("/api/v1/admin/tokens", {"tenant": "a\x00b", "role": "user"}),
+        ("/api/v1/tasks/", {"task_type": "GENERATION", "prompt": "a\x00b"}),
+    ):
+        assert running_api.call("POST", path, body, token) == (
+            422,
+            {"detail": [{"loc": ["body"], "msg": NUL_MESSAGE, "type": "string_nul"}]},
+        )
