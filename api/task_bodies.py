@@ -27,7 +27,11 @@ NUL_MESSAGE = "Strings may not contain NUL characters (\\u0000)"
 def has_nul(json_text: str) -> bool:
     """Whether JSON text (ASCII-escaped, as `json.dumps` writes it) holds a NUL character,
     which Postgres text and jsonb cannot store."""
-    return "\x00" in json_text or _ESCAPED_NUL.search(json_text) is not None
+    if "\x00" in json_text:
+        return True
+    # the plain substring test first: it is ~100x faster than the regex, which only has to
+    # tell an escaped NUL from an escaped backslash followed by "u0000"
+    return "\\u0000" in json_text and _ESCAPED_NUL.search(json_text) is not None
 
 
 #: Every task type a CreateTask may name.

@@ -167,7 +167,7 @@ def check_report(report: WorkerReport) -> None:
 def _check_strings(message: Message) -> None:
     """Postgres text and jsonb cannot hold NUL characters: a message carrying one, in a
     string field or escaped in a JSON one, is malformed."""
-    for name, value in message:
+    for name, value in vars(message).items():  # pydantic's own iteration is ~5x slower
         if isinstance(value, str) and (
             has_nul(value) if name.endswith("_json") else "\x00" in value
         ):
