@@ -171,7 +171,11 @@ async def _tasks(app: web.Application) -> AsyncIterator[None]:
         settings.admin_token.get_secret_value() if settings.admin_token else None,
     )
     app[OUTCOMES] = await OutcomeWaiter(settings.require_database_url(), app[DB]).start()
-    app[COMMANDS] = CommandSender(settings.require_bootstrap(), app[SERDE])
+    app[COMMANDS] = CommandSender(
+        settings.require_bootstrap(),
+        app[SERDE],
+        **{"message.timeout.ms": round(settings.command_delivery_timeout_s * 1000)},
+    )
     yield
     await asyncio.to_thread(app[COMMANDS].close)
     await app[OUTCOMES].stop()

@@ -93,7 +93,7 @@ class CommandSender:
             if err is None:
                 delivery.acknowledged = True
             else:
-                delivery.error = CommandNotSent(str(err))
+                delivery.error = CommandNotSent(err.str())
                 loop.call_soon_threadsafe(_fail, outcome, delivery.error)
 
         value = self._serde.serialize(record)

@@ -204,9 +204,10 @@ async def settle(request: web.Request, command: Any) -> Settled:
             web.HTTPRequestEntityTooLarge, str(exc), max_size=exc.limit, actual_size=exc.size
         ) from None
     except CommandNotSent as exc:
-        raise web.HTTPServiceUnavailable(
-            text=json.dumps({"detail": f"broker unavailable: {exc}"}),
-            content_type="application/json",
+        raise problem(
+            web.HTTPServiceUnavailable,
+            f"the broker did not acknowledge the command ({exc}); it may still be applied, so"
+            " retry with the same Idempotency-Key",
         ) from None
     if outcome is None:
         return Settled(

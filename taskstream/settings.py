@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     write_timeout_s: float = Field(
         5.0, gt=0, description="How long a write waits for its outcome before answering 202."
     )
+    command_delivery_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long the API's producer tries to deliver a command to the broker before"
+        " the request answers 503 (librdkafka's `message.timeout.ms`, 5 minutes by default).",
+    )
     worker_id: str | None = Field(None, description="Defaults to <role>-<hostname>-<pid>.")
 
     storage_dir: Path | None = Field(

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 
 import pytest
 
 from api.commands import CommandNotSent, CommandSender, CommandTooLarge
+from streams.admin import ensure_topics
 from streams.records import CreateTask
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
+from taskstream.embedded import EmbeddedBroker
 from tests.integration.conftest import run_members, serve_api, settings_for, wait_status
 from tests.unit.conftest import MemoryRegistry, make_sample
 
@@ -40,6 +44,36 @@ def test_a_write_past_the_bound_answers_202_and_lands_later(bootstrap, database_
                 time.sleep(0.1)
             done = wait_status(api, accepted["task_id"], {"COMPLETED"})
         assert done["prompt"] == "later"
+
+
+def test_a_write_the_broker_never_answers_is_503_within_the_delivery_timeout(
+    database_url, tmp_path
+):
+    broker = EmbeddedBroker(tmp_path / "broker.log").start()  # frozen below: not the module's
+    try:
+        ensure_topics(broker.bootstrap)
+        settings = settings_for(
+            broker.bootstrap, database_url, write_timeout_s=0.5, command_delivery_timeout_s=2.0
+        )
+        with serve_api(settings) as api:
+            os.kill(broker.pid, signal.SIGSTOP)  # it accepts connections, and answers nothing
+            try:
+                started = time.monotonic()
+                status, body = api.call(
+                    "POST",
+                    "/api/v1/tasks/",
+                    {"task_type": "GENERATION", "prompt": "p", "provider_type": "echo"},
+                    api.admin_token,
+                )
+                waited = time.monotonic() - started
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+    finally:
+        broker.stop()
+    assert status == 503 and body["detail"].startswith(
+        "the broker did not acknowledge the command (Local: Message timed out)"
+    )
+    assert 1.5 < waited < 10, waited  # librdkafka's own default would have held it 5 minutes
 
 
 async def test_a_command_the_broker_refuses_fails_its_awaited_outcome():
