@@ -29,6 +29,26 @@ def _translate(exc: psycopg.Error) -> DatabaseError:
     return DatabaseError(str(exc))
 
 
+def probe(url: str, query: Query, timeout_s: int = 2) -> list[tuple]:
+    """One read on a fresh connection, given up (`DatabaseError`) after about `timeout_s`
+    seconds however the server fails: refusing, never answering, or answering slowly.
+
+    For health checks. A pooled connection to a server that stops answering (a frozen
+    process, a partition) waits forever, and cancelling its query blocks too: psycopg then
+    sends the server a cancel request it never reads.
+    """
+    try:
+        with psycopg.connect(
+            url,
+            connect_timeout=timeout_s,
+            autocommit=True,
+            options=f"-c statement_timeout={timeout_s * 1000}",
+        ) as conn:
+            return conn.execute(query).fetchall()
+    except psycopg.Error as exc:
+        raise _translate(exc) from exc
+
+
 class Database:
     """Synchronous pool, for consumer threads, migrations and the CLI."""
 
@@ -100,11 +120,3 @@ class AsyncDatabase:
                 return await (await conn.execute(query, params)).fetchone()
         except psycopg.Error as exc:
             raise _translate(exc) from exc
-
-    async def ping(self) -> bool:
-        try:
-            async with self.transaction() as conn:
-                await conn.execute("SELECT 1")
-            return True
-        except (DatabaseError, OSError, TimeoutError):
-            return False
