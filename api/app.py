@@ -47,7 +47,7 @@ from api.task_bodies import NUL_MESSAGE
 from api.task_queries import TaskReader
 from api.tasks import routes as task_routes
 from api.training import routes as training_routes
-from state.db import AsyncDatabase, Database
+from state.db import AsyncDatabase, Database, DatabaseUnavailable
 from state.migrations import migrate
 from state.registry_store import RegistryStore
 from state.storage import storage_from_settings
@@ -73,7 +73,8 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
 
 @web.middleware
 async def json_errors(request: web.Request, handler):
-    """Every error leaves as JSON `{"detail": ...}`, including aiohttp's own (404, 405, 413)."""
+    """Every error leaves as JSON `{"detail": ...}`, including aiohttp's own (404, 405, 413),
+    an unreachable database (503) and anything unexpected (500, logged)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -90,6 +91,12 @@ async def json_errors(request: web.Request, handler):
             detail,
             {k: v for k, v in exc.headers.items() if k.lower() != "content-type"},
         )
+    except DatabaseUnavailable as exc:
+        logger.warning("%s %s: the database is unavailable (%s)", request.method, request.path, exc)
+        return _problem(503, f"the database is unavailable ({exc})", {"Retry-After": "5"})
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        return _problem(500, "internal error; the server logged it")
 
 
 @web.middleware
@@ -136,7 +143,9 @@ async def _databases(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(migrate, app[SYNC_DB])
     # Every connection open from the start and kept: a burst of requests would otherwise
     # wait for new ones (tens of ms each), and an idle spell would close them again.
-    app[DB] = await AsyncDatabase(url, min_size=8, max_size=8).open()
+    app[DB] = await AsyncDatabase(
+        url, min_size=8, max_size=8, timeout_s=settings.database_timeout_s
+    ).open()
     app[TOKENS] = TokenStore(app[DB])
     if settings.admin_token is not None:
         await app[TOKENS].ensure(

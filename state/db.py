@@ -7,6 +7,7 @@ with `psycopg.sql`, never by string formatting.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -23,9 +24,15 @@ class IntegrityError(DatabaseError):
     """A constraint (unique, foreign key, check) was violated."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """Postgres could not be reached, or did not answer in time."""
+
+
 def _translate(exc: psycopg.Error) -> DatabaseError:
     if isinstance(exc, psycopg.IntegrityError):
         return IntegrityError(str(exc))
+    if isinstance(exc, psycopg.OperationalError):  # connection failures, pool timeouts
+        return DatabaseUnavailable(str(exc))
     return DatabaseError(str(exc))
 
 
@@ -33,9 +40,10 @@ def probe(url: str, query: Query, timeout_s: int = 2) -> list[tuple]:
     """One read on a fresh connection, given up (`DatabaseError`) after about `timeout_s`
     seconds however the server fails: refusing, never answering, or answering slowly.
 
-    For health checks. A pooled connection to a server that stops answering (a frozen
-    process, a partition) waits forever, and cancelling its query blocks too: psycopg then
-    sends the server a cancel request it never reads.
+    For health checks, which must answer fast: on a pooled connection to a server that stops
+    answering (a frozen process, a partition) a query waits until `AsyncDatabase`'s bound,
+    and cancelling it takes psycopg up to ~10 s more (a cancel request the server never reads,
+    then a wait for the query to end).
     """
     try:
         with psycopg.connect(
@@ -90,13 +98,27 @@ class Database:
 
 
 class AsyncDatabase:
-    """asyncio pool, for the API."""
+    """asyncio pool, for the API.
 
-    def __init__(self, url: str, min_size: int = 1, max_size: int = 8) -> None:
+    Every use is bounded by `timeout_s` (`DatabaseUnavailable` past it), so a request
+    cannot wait forever on a server that stopped answering. Past the bound psycopg cancels
+    the query: against a server that answers nothing that takes up to ~10 s more (a cancel
+    request, then a wait for the query to end) before it drops the connection.
+    """
+
+    def __init__(
+        self, url: str, min_size: int = 1, max_size: int = 8, timeout_s: float = 10.0
+    ) -> None:
         # autocommit: a lone read is one round trip; `transaction()` still brackets the rest
         self._pool = AsyncConnectionPool(
-            url, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True},
+            timeout=timeout_s,  # for a free connection
         )
+        self._timeout_s = timeout_s
 
     async def open(self, timeout: float = 30.0) -> AsyncDatabase:
         await self._pool.open(wait=True, timeout=timeout)
@@ -108,15 +130,26 @@ class AsyncDatabase:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with (
+                asyncio.timeout(self._timeout_s),
+                self._pool.connection() as conn,
+                conn.transaction(),
+            ):
                 yield conn
         except psycopg.Error as exc:
             raise _translate(exc) from exc
+        except TimeoutError:
+            raise self._no_answer() from None
 
     async def fetchone(self, query: Query, params: Params = ()) -> tuple | None:
         """One row of a single read-only statement, outside any transaction."""
         try:
-            async with self._pool.connection() as conn:
+            async with asyncio.timeout(self._timeout_s), self._pool.connection() as conn:
                 return await (await conn.execute(query, params)).fetchone()
         except psycopg.Error as exc:
             raise _translate(exc) from exc
+        except TimeoutError:
+            raise self._no_answer() from None
+
+    def _no_answer(self) -> DatabaseUnavailable:
+        return DatabaseUnavailable(f"no answer within {self._timeout_s:g} s")

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     write_timeout_s: float = Field(
         5.0, gt=0, description="How long a write waits for its outcome before answering 202."
     )
+    database_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long an API request waits on Postgres before it answers 503 (against a"
+        " server that answers nothing, cancelling the query adds up to ~10 s).",
+    )
     command_delivery_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import tempfile
 import threading
 import time
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
@@ -23,7 +26,8 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.auth import hash_token, new_token
 from state.db import Database
-from taskstream.embedded import free_port
+from state.migrations import migrate
+from taskstream.embedded import EmbeddedPostgres, free_port
 from taskstream.settings import Settings
 
 
@@ -228,3 +232,30 @@ def multipart(
         )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A migrated embedded Postgres of the test's own, for tests that freeze it."""
+    postgres = EmbeddedPostgres(tmp_path / "pgdata").start()
+    try:
+        with Database(postgres.url) as db:
+            migrate(db)
+        yield postgres
+    finally:
+        postgres.stop()
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """A process and its children stopped (SIGSTOP) for the block: they keep their sockets
+    and answer nothing, as a hung or partitioned server."""
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    for proc in procs:
+        os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGCONT)
