@@ -158,8 +158,11 @@ class Malformed(ValueError):
 
 def check_report(report: WorkerReport) -> None:
     """Raise `Malformed` for a worker report that cannot be applied (the processor
-    dead-letters it): a `result_json` that is not a JSON object, or a NUL character."""
+    dead-letters it): a `result_json` that is not a JSON object, a progress outside 0-100
+    (NaN included), or a NUL character."""
     _check_strings(report)
+    if not 0 <= report.progress <= 100:
+        raise Malformed(f"progress must be a number from 0 to 100, not {report.progress!r}")
     if report.result_json is not None:
         _json_object(report.result_json, "result_json")
 

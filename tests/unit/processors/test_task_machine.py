@@ -310,6 +310,8 @@ def test_malformed_reports_are_caught_before_they_are_applied(pending):
         ({"result_json": "[1]"}, "result_json must be a JSON object, not list"),
         ({"result_json": "{"}, "result_json is not valid JSON"),
         ({"error_message": "boom\x00"}, "error_message contains a NUL character"),
+        ({"progress": float("nan")}, "progress must be a number from 0 to 100, not nan"),
+        ({"progress": 101.0}, "progress must be a number from 0 to 100, not 101.0"),
     ):
         with pytest.raises(Malformed, match=re.escape(reason)):
             check_report(report(pending, TaskStatus.FAILED, **bad))
