@@ -35,10 +35,19 @@ LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000  # the producer's `message.max.bytes` b
 
 
 class CommandNotSent(Exception):
-    """The broker did not acknowledge a command."""
+    """The broker did not acknowledge a command. It may have it all the same (an
+    acknowledgement lost, or a delivery timed out mid-request), unless `sent` is False."""
+
+    sent = True
 
 
-class CommandTooLarge(CommandNotSent):
+class CommandRefused(CommandNotSent):
+    """The producer refused the command before sending it."""
+
+    sent = False
+
+
+class CommandTooLarge(CommandRefused):
     """The command is over the producer's message size; nothing was sent."""
 
     def __init__(self, size: int, limit: int) -> None:
@@ -104,9 +113,9 @@ class CommandSender:
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 raise CommandTooLarge(len(value), self._max_bytes) from None
-            raise CommandNotSent(str(exc)) from None
+            raise CommandRefused(str(exc)) from None
         except BufferError as exc:  # the producer's queue is full: the broker is not taking any
-            raise CommandNotSent(str(exc)) from None
+            raise CommandRefused(str(exc)) from None
         return delivery
 
     def close(self) -> None:

@@ -207,7 +207,9 @@ async def settle(request: web.Request, command: Any) -> Settled:
         raise problem(
             web.HTTPServiceUnavailable,
             f"the broker did not acknowledge the command ({exc}); it may still be applied, so"
-            " retry with the same Idempotency-Key",
+            " retry with the same Idempotency-Key"
+            if exc.sent
+            else f"the command was not sent ({exc}); nothing changed, so retry later",
         ) from None
     if outcome is None:
         return Settled(

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from api.commands import CommandNotSent, CommandSender, CommandTooLarge
+from api.commands import CommandNotSent, CommandRefused, CommandSender, CommandTooLarge
 from streams.admin import ensure_topics
 from streams.records import CreateTask
 from streams.schemas import load_catalog
@@ -100,5 +100,22 @@ async def test_a_command_over_the_message_limit_is_refused_before_it_is_sent():
             sender.send(make_sample(CreateTask, payload_json="x" * 5000), outcome)
         assert refused.value.limit == 2000 and refused.value.size > 5000
         assert "over the limit of 2000 bytes" in str(refused.value)
+    finally:
+        await asyncio.to_thread(sender.close)
+
+
+async def test_a_full_producer_queue_refuses_the_command_before_sending_it():
+    serde = AvroSerde(MemoryRegistry(), load_catalog())
+    sender = CommandSender(
+        "127.0.0.1:1",
+        serde,
+        **{"queue.buffering.max.messages": 1, "message.timeout.ms": 300},
+    )
+    try:
+        loop = asyncio.get_running_loop()
+        sender.send(make_sample(CreateTask), loop.create_future())  # waits for a broker
+        with pytest.raises(CommandRefused) as refused:
+            sender.send(make_sample(CreateTask), loop.create_future())
+        assert refused.value.sent is False and "Queue full" in str(refused.value)
     finally:
         await asyncio.to_thread(sender.close)
