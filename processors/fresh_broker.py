@@ -26,12 +26,11 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 from processors import task_counts
-from processors.task_machine import ACTIVE, job
+from processors.task_machine import ACTIVE, job, job_topic
 from processors.task_processor import GROUP
 from state import task_store
 from state.db import Database
 from streams.partitioning import partition_for
-from streams.records import TrainingJob
 from streams.serde import AvroSerde
 from streams.topics import INFERENCE_JOBS, TASK_COMMANDS, TASK_COUNTS, TRAINING_JOBS
 from taskstream import jsonio
@@ -59,8 +58,7 @@ def resume_on_fresh_broker(db: Database, serde: AvroSerde) -> None:
             counts[partition].update(task_counts.contribution(state))
             if state.status in ACTIVE and key not in queued:
                 record = job(state, now)
-                topic = TRAINING_JOBS if isinstance(record, TrainingJob) else INFERENCE_JOBS
-                jobs.append((partition, topic.name, key, serde.serialize(record)))
+                jobs.append((partition, job_topic(record).name, key, serde.serialize(record)))
         offsets = conn.execute("DELETE FROM consumed_offsets").rowcount
         conn.execute("DELETE FROM outbox WHERE topic = %s", (TASK_COUNTS.name,))
         conn.execute("DELETE FROM pending_counts WHERE group_id = %s", (GROUP,))

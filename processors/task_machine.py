@@ -57,6 +57,7 @@ from streams.records import (
     WorkerReport,
     body_too_large,
 )
+from streams.topics import INFERENCE_JOBS, TRAINING_JOBS, TopicSpec
 
 TRAINING = TRAINING_TASK_TYPE
 MAX_RETRIES = 2  # automatic retries of retryable failures, before the fallback provider
@@ -544,6 +545,11 @@ def _training_event(state: TaskState, now: datetime, status: str) -> TrainingSta
 def _body_json(fields: dict[str, Any]) -> str:
     """A task's fields as its job carries them; its length is the body's size in bytes."""
     return json.dumps(fields, sort_keys=True)
+
+
+def job_topic(record: InferenceJob | TrainingJob) -> TopicSpec:
+    """The topic a job goes to: training jobs have their own consumer group."""
+    return TRAINING_JOBS if isinstance(record, TrainingJob) else INFERENCE_JOBS
 
 
 def job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:

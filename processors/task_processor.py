@@ -41,7 +41,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from processors import task_counts
 from processors.task_counts import PendingCounts
-from processors.task_machine import Malformed, TaskState, check_report, handle
+from processors.task_machine import Malformed, TaskState, check_report, handle, job_topic
 from state import offsets, task_store
 from state.db import Database
 from state.task_store import BatchWrite
@@ -60,13 +60,11 @@ from streams.records import (
 )
 from streams.serde import AvroSerde, SerializationError
 from streams.topics import (
-    INFERENCE_JOBS,
     INFERENCE_STATUS,
     TASK_CANCELLATIONS,
     TASK_COMMANDS,
     TASK_COUNTS,
     TASK_EVENTS,
-    TRAINING_JOBS,
     TRAINING_STATUS,
 )
 
@@ -307,8 +305,7 @@ class TaskProcessor:
                 if isinstance(event, TaskStatusEvent) and event.status == TaskStatus.CANCELLED:
                     rows.append((partition, TASK_CANCELLATIONS.name, key, value))
             for job in decision.jobs:
-                topic = TRAINING_JOBS if isinstance(job, TrainingJob) else INFERENCE_JOBS
-                rows.append((partition, topic.name, key, self._serde.serialize(job)))
+                rows.append((partition, job_topic(job).name, key, self._serde.serialize(job)))
             if decision.outcome is not None:
                 outcomes.append(decision.outcome)
                 outcome = self._serde.serialize(decision.outcome)
