@@ -38,7 +38,7 @@ from api.keys import (
 from api.loras import routes as lora_routes
 from api.monitoring import routes as monitoring_routes
 from api.openapi import DOCS_PAGE, build_spec
-from api.responses import json_response
+from api.responses import field_error, json_response
 from api.schema_registry import create_registry_app
 from api.signing import UrlSigner
 from api.storage import routes as storage_routes
@@ -104,17 +104,11 @@ async def refuse_nul(request: web.Request, handler):
     """A NUL character in the path or the query is 422: no route can use one, and Postgres
     cannot store or compare it. (JSON bodies are checked as they are parsed.)"""
     if "\x00" in request.path:
-        return _nul_problem(["path"])
+        raise field_error(["path"], NUL_MESSAGE, "string_nul")
     for name, value in request.query.items():
         if "\x00" in name or "\x00" in value:
-            return _nul_problem(["query", name.replace("\x00", "")])
+            raise field_error(["query", name.replace("\x00", "")], NUL_MESSAGE, "string_nul")
     return await handler(request)
-
-
-def _nul_problem(loc: list[str]) -> web.Response:
-    return json_response(
-        {"detail": [{"loc": loc, "msg": NUL_MESSAGE, "type": "string_nul"}]}, status=422
-    )
 
 
 @web.middleware

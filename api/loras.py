@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import uuid
@@ -30,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from api.keys import SETTINGS
 from api.openapi import documented
-from api.responses import json_response
+from api.responses import field_error, json_response
 from api.tasks import parse_body, problem, require_admin
 
 routes = web.RouteTableDef()
@@ -137,16 +136,7 @@ async def _upload(request: web.Request, allowed: tuple[str, ...]) -> dict[str, A
             elif part.name in ("entity_type", "use_safe_filename"):
                 fields[part.name] = (await part.text())[:64]
         if original is None:
-            raise web.HTTPUnprocessableEntity(
-                text=json.dumps(
-                    {
-                        "detail": [
-                            {"loc": ["body", "file"], "msg": "Field required", "type": "missing"}
-                        ]
-                    }
-                ),
-                content_type="application/json",
-            )
+            raise field_error(["body", "file"], "Field required", "missing")
         entity = fields.get("entity_type") or NO_TYPE
         if entity != NO_TYPE and entity not in allowed:
             raise problem(web.HTTPBadRequest, f"entity_type must be one of {', '.join(allowed)}")

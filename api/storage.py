@@ -14,7 +14,6 @@ tasks are.
 from __future__ import annotations
 
 import asyncio
-import json
 import mimetypes
 import uuid
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from api.keys import SIGNER, STORAGE, TASK_READER
 from api.openapi import documented
-from api.responses import json_response
+from api.responses import field_error, json_response
 from api.tasks import parse_query, problem, scope
 from state.storage import KIND_FOLDERS, BadKey, NotFound, ObjectInfo, safe_key
 
@@ -168,12 +167,7 @@ async def save_image(request: web.Request) -> web.Response:
             data = await part.read()  # bounded by the app's client_max_size
             break
     if data is None:
-        raise web.HTTPUnprocessableEntity(
-            text=json.dumps(
-                {"detail": [{"loc": ["body", "file"], "msg": "Field required", "type": "missing"}]}
-            ),
-            content_type="application/json",
-        )
+        raise field_error(["body", "file"], "Field required", "missing")
     try:
         info = await asyncio.to_thread(request.app[STORAGE].put, key, data)
     except BadKey as exc:

@@ -24,7 +24,7 @@ from api.auth import Principal
 from api.commands import CommandNotSent, CommandTooLarge
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
 from api.openapi import documented
-from api.responses import json_response
+from api.responses import field_error, json_response
 from api.task_bodies import NUL_MESSAGE, has_nul
 from api.task_models import (
     CREATE_BODY,
@@ -94,8 +94,7 @@ def validation_error(exc: ValidationError, where: str) -> web.HTTPUnprocessableE
 async def parse_body(request: web.Request, adapter: TypeAdapter | type[BaseModel]) -> Any:
     raw = await request.read()
     if has_nul(raw.decode("utf-8", errors="replace")):
-        body = {"detail": [{"loc": ["body"], "msg": NUL_MESSAGE, "type": "string_nul"}]}
-        raise web.HTTPUnprocessableEntity(text=json.dumps(body), content_type="application/json")
+        raise field_error(["body"], NUL_MESSAGE, "string_nul")
     try:
         if isinstance(adapter, TypeAdapter):
             return adapter.validate_json(raw)
@@ -116,17 +115,8 @@ def task_id_of(request: web.Request) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
     except ValueError:
-        body = {
-            "detail": [
-                {
-                    "loc": ["path", "task_id"],
-                    "msg": "Input should be a valid UUID",
-                    "type": "uuid_parsing",
-                }
-            ]
-        }
-        raise web.HTTPUnprocessableEntity(
-            text=json.dumps(body), content_type="application/json"
+        raise field_error(
+            ["path", "task_id"], "Input should be a valid UUID", "uuid_parsing"
         ) from None
 
 
