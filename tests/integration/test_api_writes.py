@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 
 import pytest
@@ -17,7 +15,7 @@ from streams.records import CreateTask
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
 from taskstream.embedded import EmbeddedBroker
-from tests.integration.conftest import run_members, serve_api, settings_for, wait_status
+from tests.integration.conftest import frozen, run_members, serve_api, settings_for, wait_status
 from tests.unit.conftest import MemoryRegistry, make_sample
 
 
@@ -55,19 +53,15 @@ def test_a_write_the_broker_never_answers_is_503_within_the_delivery_timeout(
         settings = settings_for(
             broker.bootstrap, database_url, write_timeout_s=0.5, command_delivery_timeout_s=2.0
         )
-        with serve_api(settings) as api:
-            os.kill(broker.pid, signal.SIGSTOP)  # it accepts connections, and answers nothing
-            try:
-                started = time.monotonic()
-                status, body = api.call(
-                    "POST",
-                    "/api/v1/tasks/",
-                    {"task_type": "GENERATION", "prompt": "p", "provider_type": "echo"},
-                    api.admin_token,
-                )
-                waited = time.monotonic() - started
-            finally:
-                os.kill(broker.pid, signal.SIGCONT)
+        with serve_api(settings) as api, frozen(broker.pid):
+            started = time.monotonic()
+            status, body = api.call(
+                "POST",
+                "/api/v1/tasks/",
+                {"task_type": "GENERATION", "prompt": "p", "provider_type": "echo"},
+                api.admin_token,
+            )
+            waited = time.monotonic() - started
     finally:
         broker.stop()
     assert status == 503 and body["detail"].startswith(
