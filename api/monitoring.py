@@ -11,6 +11,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from api.field_types import BIGINT_MAX
 from api.keys import TASK_COUNTS, TASK_READER
 from api.openapi import documented
 from api.responses import json_response
@@ -26,7 +27,8 @@ routes = web.RouteTableDef()
 
 
 class MonitoringQuery(BaseModel):
-    page: int = Field(1, ge=1, description="Page number (1-indexed)")
+    # (page - 1) * page_size must fit the OFFSET Postgres takes (a bigint)
+    page: int = Field(1, ge=1, le=BIGINT_MAX // 500, description="Page number (1-indexed)")
     page_size: int = Field(50, ge=1, le=500, description="Items per page")
     status: TaskStatus | None = None
     task_type: TaskType | None = None

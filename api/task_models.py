@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from api.field_types import STRICT, Count32, Int32, JsonObject, JsonValue
 from streams.records import ErrorCategory, TaskStatus
 
 
@@ -44,15 +45,15 @@ Image = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
 
 # --- create ------------------------------------------------------------------------------
 
 
 class _CreateBase(_Strict):
-    priority: int = Field(0, description="Higher runs first.")
-    config: dict[str, Any] | None = Field(None, description="Flexible configuration storage")
+    priority: Int32 = Field(0, description="Higher runs first (a 32-bit integer).")
+    config: JsonObject | None = Field(None, description="Flexible configuration storage")
     origin_instance: str = Field(
         "unknown", max_length=255, description="Identifier for the instance that created this task"
     )
@@ -65,11 +66,11 @@ class _CreateBase(_Strict):
     provider_type: str | None = Field(
         None, max_length=64, description="Executor to run on; the local one when unset."
     )
-    provider_config: Any | None = None
+    provider_config: JsonValue | None = None
     queue_name: str | None = Field(None, max_length=128)
     active_provider_capabilities: list[str] | None = None
     fallback_provider_type: str | None = Field(None, max_length=64)
-    fallback_provider_config: Any | None = None
+    fallback_provider_config: JsonValue | None = None
     fallback_provider_capabilities: list[str] | None = None
 
 
@@ -166,7 +167,7 @@ class CreateRefineTask(_CreateBase):
 class CreateExperimentalFalTask(_CreateBase):
     task_type: Literal[TaskType.EXPERIMENTAL_FAL] = TaskType.EXPERIMENTAL_FAL
     fal_app_id: str = Field(..., min_length=1)
-    fal_parameters: dict[str, Any] | None = None
+    fal_parameters: JsonObject | None = None
 
 
 class CreateVideoGenerationTask(_CreateBase):
@@ -450,8 +451,8 @@ class TaskPublicUpdate(_Strict):
     """What PUT /api/v1/tasks/{id} may change for most task types (all optional)."""
 
     status: TaskStatus | None = None
-    priority: int | None = None
-    config: dict[str, Any] | None = None
+    priority: Int32 | None = None
+    config: JsonObject | None = None
     errors: list[str] | None = None
     executor_type: str | None = None
     executor_instance: str | None = None
@@ -459,7 +460,7 @@ class TaskPublicUpdate(_Strict):
 
 class ExperimentalFalTaskPublicUpdate(TaskPublicUpdate):
     fal_app_id: str | None = None
-    fal_parameters: dict[str, Any] | None = None
+    fal_parameters: JsonObject | None = None
 
 
 class _WorkerUpdate(TaskPublicUpdate):
@@ -471,19 +472,19 @@ class _WorkerUpdate(TaskPublicUpdate):
     origin_reference: str | None = None
     celery_task_id: str | None = None
     service_task_id: str | None = None
-    retry_count: int | None = Field(None, ge=0)
+    retry_count: Count32 | None = None
     progress: Percent | None = None
     is_resumed: bool | None = None
     provider_type: str | None = None
     active_provider_capabilities: list[str] | None = None
     queue_name: str | None = None
     fallback_provider_type: str | None = None
-    fallback_provider_config: Any | None = None
+    fallback_provider_config: JsonValue | None = None
     fallback_provider_capabilities: list[str] | None = None
-    resume_attempt_count: int | None = Field(None, ge=0)
+    resume_attempt_count: Count32 | None = None
     last_resume_attempt: datetime | None = None
     error_category: ErrorCategory | None = None
-    service_requests: list[dict[str, Any]] | None = None
+    service_requests: list[JsonObject] | None = None
 
 
 class LLMInteractionTaskPublicUpdate(_WorkerUpdate):
@@ -491,7 +492,7 @@ class LLMInteractionTaskPublicUpdate(_WorkerUpdate):
 
 
 class GenerationTaskUpdate(_WorkerUpdate, _LoraFields):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     fal_app_id: str | None = None
     fal_request_id: str | None = None
     reference_image_path: str | None = None

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from api.auth import Principal
 from api.commands import CommandNotSent, CommandTooLarge
+from api.field_types import Offset
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
 from api.openapi import documented
 from api.responses import field_error, json_response
@@ -70,7 +71,7 @@ new_task_id = StickyTaskIds(TASK_COMMANDS.partitions).new
 
 class ListQuery(BaseModel):
     limit: int = Field(100, ge=1, le=1000, description="Maximum number of tasks to return")
-    skip: int = Field(0, ge=0, description="Number of tasks to skip")
+    skip: Offset = 0
     status: TaskStatus | None = None
     task_type: TaskType | None = None
     origin_instance: str | None = None

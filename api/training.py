@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, TypeAdapter
 
+from api.field_types import Offset
 from api.keys import TASK_READER
 from api.openapi import documented
 from api.responses import json_response
@@ -46,7 +47,7 @@ _LIST = TypeAdapter(list[TrainingTask])
 
 class TrainingListQuery(BaseModel):
     limit: int = Field(10, ge=1, le=1000)
-    skip: int = Field(0, ge=0)
+    skip: Offset = 0
 
 
 def training_status(task_status: str, fields: dict[str, Any]) -> TrainingStatus:

@@ -21,7 +21,9 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from api.field_types import STRICT, JsonObject
 
 
 class TrainingStatus(StrEnum):
@@ -59,7 +61,7 @@ TRAINING_SERVER_SIDE = {"optimizer": "adamw8bit", "priority": 1}
 class TrainingTaskCreate(BaseModel):
     """Schema for creating new training tasks. Only `trigger_word` is required."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     training_type: TrainingType = TrainingType.LORA
     entity_type: EntityType = EntityType.PRODUCT
@@ -77,15 +79,19 @@ class TrainingTaskCreate(BaseModel):
     origin_zone: str | None = Field(None, max_length=64)
     origin_version: str | None = Field(None, max_length=64)
     origin_tenant_id: str | None = Field(None, max_length=255)
-    preprocessing_transforms: list[dict[str, Any]] | None = Field(None, max_length=16)
+    preprocessing_transforms: list[JsonObject] | None = Field(None, max_length=16)
     preprocessing_captioning_strategy: CaptioningStrategy = CaptioningStrategy.TRIGGER_ONLY
     preprocessing_captioning_prompt: str | None = Field(None, max_length=1000)
     # server-side settings in the seed; optional here (see the module docstring)
-    save_every: int = Field(2000, ge=1, description="Checkpoint every N steps (extension).")
+    save_every: int = Field(
+        2000, ge=1, le=100_000, description="Checkpoint every N steps (extension)."
+    )
     max_step_saves_to_keep: int = Field(4, ge=1, le=100, description="Checkpoints kept.")
     batch_size: int = Field(1, ge=1, le=64)
     gradient_accumulation: int = Field(1, ge=1, le=64)
-    sample_every: int = Field(250, ge=0, description="Sample every N steps; 0: at the end.")
+    sample_every: int = Field(
+        250, ge=0, le=100_000, description="Sample every N steps; 0: at the end."
+    )
     sample_steps: int = Field(25, ge=1, le=200)
 
     @model_validator(mode="before")

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from api.field_types import finite
 from api.task_bodies import body_problem, has_nul
 from streams.records import (
     TASK_BODY_MAX_BYTES,
@@ -159,8 +160,8 @@ class Malformed(ValueError):
 
 def check_report(report: WorkerReport) -> None:
     """Raise `Malformed` for a worker report that cannot be applied (the processor
-    dead-letters it): a `result_json` that is not a JSON object, a progress outside 0-100
-    (NaN included), or a NUL character."""
+    dead-letters it): a `result_json` that is not a JSON object (or holds NaN or Infinity),
+    a progress outside 0-100 (NaN included), or a NUL character."""
     _check_strings(report)
     if not 0 <= report.progress <= 100:
         raise Malformed(f"progress must be a number from 0 to 100, not {report.progress!r}")
@@ -185,7 +186,10 @@ def _json_object(text: str, name: str) -> dict[str, Any]:
         raise Malformed(f"{name} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise Malformed(f"{name} must be a JSON object, not {type(value).__name__}")
-    return value
+    try:  # NaN and Infinity would be stored as null
+        return finite(value)
+    except ValueError as exc:
+        raise Malformed(f"{name}: {exc}") from None
 
 
 # What each column an update may set must hold (anything else fails the batch's write).

@@ -50,3 +50,25 @@ def test_nul_characters_are_422_wherever_they_come(running_api):
             422,
             {"detail": [{"loc": ["body"], "msg": NUL_MESSAGE, "type": "string_nul"}]},
         )
+
+
+def test_values_that_would_not_survive_storage_are_422_and_create_nothing(running_api):
+    token = running_api.admin_token
+    for value, loc in (
+        (b'"priority": 2147483648', "priority"),  # Avro int
+        (b'"config": {"a": NaN}', "config"),  # would be stored as null
+        (b'"config": {"a": [1e400]}', "config"),  # a double's Infinity
+        (b'"provider_config": {"delay_ms": -Infinity}', "provider_config"),
+    ):
+        raw = b'{"task_type": "GENERATION", "prompt": "p", "origin_instance": "nan", %s}' % value
+        status, body = running_api.call("POST", "/api/v1/tasks/", raw=raw, token=token)
+        assert status == 422, body
+        assert body["detail"][0]["loc"] == ["body", "GENERATION", loc]
+    assert running_api.call("GET", "/api/v1/tasks/?origin_instance=nan", token=token) == (200, [])
+    for path, name in (
+        (f"/api/v1/tasks/?skip={2**63}", "skip"),  # past Postgres's bigint OFFSET
+        (f"/api/v1/training/?skip={2**63}", "skip"),
+        (f"/api/v1/monitoring/tasks?page={2**62}&page_size=500", "page"),
+    ):
+        status, body = running_api.call("GET", path, token=token)
+        assert status == 422 and body["detail"][0]["loc"] == ["query", name], (path, body)

@@ -271,6 +271,10 @@ def test_bodies_over_the_limit_are_refused_with_413_and_change_nothing(pending):
         ),
         ({"payload_json": '{"prompt": "a\\u0000b"}'}, "payload_json contains a NUL character"),
         ({"origin_instance": "a\x00b"}, "origin_instance contains a NUL character"),
+        # Python's parser reads these; stored, they would come back as null
+        ({"payload_json": '{"prompt": "p", "config": {"a": NaN}}'}, "NaN and Infinity are not"),
+        ({"payload_json": '{"prompt": "p", "config": {"a": [1e400]}}'}, "NaN and Infinity"),
+        ({"payload_json": '{"prompt": "p", "subject_lora_weight": NaN}'}, "NaN and Infinity"),
     ],
 )
 def test_malformed_creates_are_refused_with_422_and_the_reason(kw, reason):
@@ -296,6 +300,8 @@ def test_a_nul_escape_that_is_only_text_is_fine():
         ('{"retry_count": -1}', "retry_count must be a non-negative integer, not -1"),
         ('{"status": "DONE"}', "status must be one of UNKNOWN, PENDING, EXECUTING, "),
         ('{"errors": ["\\u0000"]}', "changes_json contains a NUL character"),
+        ('{"config": {"a": -Infinity}}', "changes_json: NaN and Infinity are not JSON numbers"),
+        ('{"priority": 2147483648}', "priority must be a 32-bit integer, not 2147483648"),
     ],
 )
 def test_malformed_updates_are_refused_with_422_and_change_nothing(pending, changes, reason):
@@ -309,6 +315,7 @@ def test_malformed_reports_are_caught_before_they_are_applied(pending):
     for bad, reason in (
         ({"result_json": "[1]"}, "result_json must be a JSON object, not list"),
         ({"result_json": "{"}, "result_json is not valid JSON"),
+        ({"result_json": '{"score": NaN}'}, "result_json: NaN and Infinity are not JSON"),
         ({"error_message": "boom\x00"}, "error_message contains a NUL character"),
         ({"progress": float("nan")}, "progress must be a number from 0 to 100, not nan"),
         ({"progress": 101.0}, "progress must be a number from 0 to 100, not 101.0"),
