@@ -9,24 +9,31 @@ Tenancy: an admin token reaches every object. A user token reaches the files of 
 tenant's tasks (`<kind>/<task_id>/…`, read and delete) and its upload area
 `uploads/<tenant>/…` (read, write, delete); anything else is 404 to it, as other tenants'
 tasks are.
+
+Uploads must be images (PNG, JPEG, WebP, GIF, BMP or TIFF, named for their type): anything
+else is a 415 that says so. Reads serve those types as images and anything else (files the
+workers write, such as a dataset's `metadata.jsonl`) as a download, always with `nosniff` and
+a sandboxing Content-Security-Policy, so nothing stored can run as a page on this origin:
+signed URLs are meant for `<img>` tags, and a browser must not render stored HTML or SVG.
 """
 
 from __future__ import annotations
 
 import asyncio
-import mimetypes
+import io
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from PIL import Image
 from pydantic import BaseModel, Field
 
 from api.keys import SIGNER, STORAGE, TASK_READER
 from api.openapi import documented
 from api.responses import field_error, json_response
 from api.tasks import parse_query, problem, scope
-from state.storage import KIND_FOLDERS, BadKey, NotFound, ObjectInfo, safe_key
+from state.storage import KIND_FOLDERS, BadKey, NotFound, ObjectInfo, PathTaken, safe_key
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1/storage/images"
@@ -66,8 +73,57 @@ def signed_url(request: web.Request, path: str) -> str:
     return f"{base}{PREFIX}/{path}?{request.app[SIGNER].query(path)}"
 
 
+#: Image files by suffix: their content type, and the format Pillow must find in an upload.
+IMAGE_TYPES = {
+    ".png": ("image/png", "PNG"),
+    ".jpg": ("image/jpeg", "JPEG"),
+    ".jpeg": ("image/jpeg", "JPEG"),
+    ".webp": ("image/webp", "WEBP"),
+    ".gif": ("image/gif", "GIF"),
+    ".bmp": ("image/bmp", "BMP"),
+    ".tif": ("image/tiff", "TIFF"),
+    ".tiff": ("image/tiff", "TIFF"),
+}
+DOWNLOAD = "application/octet-stream"
+#: On every read: no type sniffing, and a document that can do nothing if a browser shows it.
+READ_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
+def _suffix(path: str) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name[name.rfind(".") :].lower() if "." in name else ""
+
+
 def content_type_of(path: str) -> str:
-    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+    """What a stored object is served as: its image type, else a plain download."""
+    return IMAGE_TYPES.get(_suffix(path), (DOWNLOAD, ""))[0]
+
+
+def read_headers(key: str) -> dict[str, str]:
+    headers = {**READ_HEADERS, "Content-Type": content_type_of(key)}
+    if headers["Content-Type"] == DOWNLOAD:  # key segments are [A-Za-z0-9._=+-]: safe to quote
+        headers["Content-Disposition"] = f'attachment; filename="{key.rsplit("/", 1)[-1]}"'
+    return headers
+
+
+def image_problem(key: str, data: bytes) -> str | None:
+    """Why `data`, to be stored at `key`, is not an image of the type its name says (None
+    when it is)."""
+    expected = IMAGE_TYPES.get(_suffix(key))
+    if expected is None:
+        return f"only images are stored here: name the file {', '.join(IMAGE_TYPES)}"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            found = image.format
+            image.verify()
+    except Exception as exc:  # Pillow raises many kinds for a broken file
+        return f"the file is not a readable image ({type(exc).__name__}: {exc})"[:300]
+    if found != expected[1]:
+        return f"the file is a {found} image, but its name says {expected[1]}"
+    return None
 
 
 def describe(info: ObjectInfo) -> dict[str, Any]:
@@ -140,7 +196,7 @@ async def list_images(request: web.Request) -> web.Response:
 async def get_image(request: web.Request) -> web.Response:
     key = await _key(request)
     data = await _existing(key, request.app[STORAGE].get)
-    return web.Response(body=data, content_type=content_type_of(key))
+    return web.Response(body=data, headers=read_headers(key))
 
 
 @routes.head(PREFIX + "/{path:.+}")
@@ -148,9 +204,7 @@ async def get_image(request: web.Request) -> web.Response:
 async def head_image(request: web.Request) -> web.Response:
     key = await _key(request)
     info = await _existing(key, request.app[STORAGE].stat)
-    return web.Response(
-        headers={"Content-Length": str(info.size), "Content-Type": content_type_of(key)}
-    )
+    return web.Response(headers={**read_headers(key), "Content-Length": str(info.size)})
 
 
 @routes.post(PREFIX + "/{path:.+}")
@@ -168,10 +222,14 @@ async def save_image(request: web.Request) -> web.Response:
             break
     if data is None:
         raise field_error(["body", "file"], "Field required", "missing")
+    if (why := await asyncio.to_thread(image_problem, key, data)) is not None:
+        raise problem(web.HTTPUnsupportedMediaType, why)
     try:
         info = await asyncio.to_thread(request.app[STORAGE].put, key, data)
     except BadKey as exc:
         raise problem(web.HTTPBadRequest, str(exc)) from None
+    except PathTaken as exc:
+        raise problem(web.HTTPConflict, str(exc)) from None
     return json_response(describe(info), status=201)
 
 

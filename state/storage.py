@@ -21,6 +21,7 @@ from typing import Protocol
 from urllib.parse import urlparse
 
 MAX_KEY_LENGTH = 512
+MAX_SEGMENT_LENGTH = 255  # a file name's limit on the usual filesystems
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+-]*$")
 #: Result folders per task kind, as the Sartiq API lays them out.
 KIND_FOLDERS = {"GENERATION": "generations", "EDITING": "editings", "REFINE": "refines"}
@@ -32,6 +33,10 @@ class BadKey(ValueError):
 
 class NotFound(KeyError):
     """No object under that key."""
+
+
+class PathTaken(ValueError):
+    """A key that names a folder of other objects, or lies under a key that is an object."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,8 @@ def safe_key(key: str) -> str:
             raise BadKey("storage paths may not contain empty, '.' or '..' segments")
         if not _SEGMENT.match(segment):
             raise BadKey(f"segment {segment!r} has characters outside [A-Za-z0-9._=+-]")
+        if len(segment) > MAX_SEGMENT_LENGTH:
+            raise BadKey(f"a storage path's segments have at most {MAX_SEGMENT_LENGTH} characters")
     return key
 
 
@@ -85,17 +92,32 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise self._taken(key) from None
         self._path(key)  # the parents may be links created meanwhile: check again
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             os.replace(tmp, path)
+        except IsADirectoryError:
+            Path(tmp).unlink(missing_ok=True)
+            raise self._taken(key) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         return self.stat(key)
+
+    def _taken(self, key: str) -> PathTaken:
+        """Why `key` cannot be written: an object above it, or a folder in its place."""
+        parts = key.split("/")
+        for end in range(1, len(parts)):
+            above = "/".join(parts[:end])
+            if (self.root / above).is_file():
+                return PathTaken(f"{above} is an object, so nothing can be stored under it")
+        return PathTaken(f"{key} is a folder of other objects")
 
     def get(self, key: str) -> bytes:
         path = self._path(key)

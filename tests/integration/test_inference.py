@@ -201,6 +201,61 @@ def test_storage_routes_upload_read_list_delete_with_tenancy(api):
     assert api.call_raw("HEAD", path, token=acme)[0] == 404
 
 
+def image_bytes(fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_uploads_must_be_images_and_nothing_stored_renders_as_a_page(api):
+    token = api.admin_token
+    base = "/api/v1/storage/images/uploads/acme/safe"
+
+    def upload(name: str, data: bytes) -> tuple[int, dict]:
+        body, form = multipart({"file": (name, data)})
+        status, _, answer = api.call_raw("POST", f"{base}/{name}", body, token, form)
+        return status, json.loads(answer)
+
+    script = b"<script>alert(document.cookie)</script>"
+    for name, data, why in (
+        ("x.html", script, "only images are stored here: name the file .png, .jpg"),
+        ("x.svg", b"<svg xmlns='http://www.w3.org/2000/svg'>" + script + b"</svg>", "only images"),
+        ("x.png", script, "the file is not a readable image (UnidentifiedImageError"),
+        ("x.png", b"", "the file is not a readable image"),
+        ("x.png", image_bytes("JPEG"), "the file is a JPEG image, but its name says PNG"),
+    ):
+        status, answer = upload(name, data)
+        assert status == 415 and why in answer["detail"], (name, answer)
+        assert api.call_raw("HEAD", f"{base}/{name}", token=token)[0] == 404, "nothing stored"
+    for name, fmt in (("a.png", "PNG"), ("b.JPG", "JPEG"), ("c.webp", "WEBP")):
+        assert upload(name, image_bytes(fmt))[0] == 201, name
+
+    status, headers, _ = api.call_raw("GET", f"{base}/a.png", token=token)
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    # a file the workers wrote that is not an image is a download, never a page
+    (storage_root(api) / "uploads/acme/safe/notes.html").write_bytes(script)
+    status, headers, body = api.call_raw("GET", f"{base}/notes.html", token=token)
+    assert status == 200 and body == script
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"] == 'attachment; filename="notes.html"'
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+    # paths the store cannot hold are 400 and 409 with the reason, not 500
+    assert upload("x" * 256 + ".png", image_bytes("PNG")) == (
+        400,
+        {"detail": "a storage path's segments have at most 255 characters"},
+    )
+    status, answer = upload("a.png/d.png", image_bytes("PNG"))
+    assert status == 409
+    assert answer == {
+        "detail": "uploads/acme/safe/a.png is an object, so nothing can be stored under it"
+    }
+    (storage_root(api) / "uploads/acme/safe/dir.png").mkdir()
+    assert upload("dir.png", image_bytes("PNG"))[0] == 409
+
+
 @pytest.mark.parametrize(
     "path",
     [

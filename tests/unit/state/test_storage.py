@@ -13,6 +13,7 @@ from state.storage import (
     BadKey,
     LocalStorage,
     NotFound,
+    PathTaken,
     S3Storage,
     Storage,
     safe_key,
@@ -35,6 +36,7 @@ from state.storage import (
         "a/\x00",
         "a/ b",
         "x" * 513,
+        "uploads/" + "x" * 256 + ".png",  # longer than a file name may be
     ],
 )
 def test_unsafe_keys_are_refused(key):
@@ -129,3 +131,19 @@ def test_task_folders_follow_the_sartiq_layout():
     assert task_folder("GENERATION", "t") == "generations/t"
     assert task_folder("EDITING", "t") == "editings/t"
     assert task_folder("REFINE", "t") == "refines/t"
+
+
+def test_a_key_under_an_object_or_in_a_folders_place_is_taken(tmp_path):
+    store = LocalStorage(tmp_path / "s")
+    store.put("uploads/acme/a.png", b"f")
+    store.put("uploads/acme/refs/b.png", b"g")
+    with pytest.raises(PathTaken, match="uploads/acme/a.png is an object, so nothing can be"):
+        store.put("uploads/acme/a.png/c.png", b"h")
+    with pytest.raises(PathTaken, match="uploads/acme/refs is a folder of other objects"):
+        store.put("uploads/acme/refs", b"h")
+    assert store.get("uploads/acme/a.png") == b"f"
+    assert [i.key for i in store.list("uploads/")] == [
+        "uploads/acme/a.png",
+        "uploads/acme/refs/b.png",
+    ]
+    assert store.put("uploads/acme/" + "x" * 251 + ".png", b"i").size == 1  # 255 characters
