@@ -18,7 +18,8 @@ from api.responses import json_response
 from api.storage import signed_url
 from api.task_models import TaskType
 from api.task_queries import SORTABLE, TaskFilter, public
-from api.tasks import parse_query, read_task, require_admin, scope, task_id_of
+from api.tasks import parse_query, read_task, require_admin, task_id_of
+from api.tenancy import may_access, scope
 from processors.task_counts import aggregate, scope_of
 from state.storage import BadKey, safe_key
 from streams.records import TRAINING_TASK_TYPE, ErrorCategory, TaskStatus
@@ -246,8 +247,10 @@ MEDIA_INPUTS = (
 MEDIA_OUTPUTS = ("result_image_path", "refined_image_path", "result_video_path")
 
 
-def _media(name: str, value: Any, request: web.Request) -> MediaItem | None:
-    """A media item for a stored path or an http(s) URL; inline base64 has no URL."""
+async def _media(name: str, value: Any, request: web.Request) -> MediaItem | None:
+    """A media item for a stored path or an http(s) URL; inline base64 has no URL, and a
+    stored path the caller may not read (a user can write any path into its own task's
+    fields) gets no signed URL."""
     if not isinstance(value, str) or not value:
         return None
     kind = "video" if "video" in name else "image"
@@ -257,6 +260,8 @@ def _media(name: str, value: Any, request: web.Request) -> MediaItem | None:
     try:
         safe_key(value)
     except BadKey:
+        return None
+    if not await may_access(request, value):
         return None
     return MediaItem(media_type=kind, name=name, path=value, url=signed_url(request, value))
 
@@ -272,9 +277,9 @@ async def get_task_media(request: web.Request) -> web.Response:
         values = task.get(name)
         for i, value in enumerate(values if isinstance(values, list) else [values]):
             label = f"{name.removesuffix('s')}_{i}" if isinstance(values, list) else name
-            if (item := _media(label, value, request)) is not None:
+            if (item := await _media(label, value, request)) is not None:
                 inputs.append(item)
-    outputs = [m for n in MEDIA_OUTPUTS if (m := _media(n, task.get(n), request)) is not None]
+    outputs = [m for n in MEDIA_OUTPUTS if (m := await _media(n, task.get(n), request)) is not None]
     inputs = list({(m.name, m.path): m for m in inputs}.values())  # aliases name one image twice
     body = TaskMediaResponse(task_id=task["id"], inputs=inputs, outputs=outputs)
     return json_response(body.model_dump(mode="json"))

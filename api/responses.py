@@ -18,7 +18,7 @@ def json_response(
     return web.json_response(data, status=status, headers=headers, dumps=jsonio.dumps)
 
 
-def field_error(loc: list[str], msg: str, kind: str) -> web.HTTPUnprocessableEntity:
+def field_error(loc: list[str | int], msg: str, kind: str) -> web.HTTPUnprocessableEntity:
     """422 with FastAPI's `HTTPValidationError` body for one field:
     `{"detail": [{"loc", "msg", "type"}]}`."""
     body = {"detail": [{"loc": loc, "msg": msg, "type": kind}]}

@@ -5,10 +5,10 @@ Paths may contain slashes (`generations/{task_id}/result.png`). Every path passe
 resolving outside its root, so traversal answers 400 (or 404 where it resolves to nothing).
 
 Signed URLs (`api.signing`) grant GET/HEAD of one path without a token, for `<img>` tags.
-Tenancy: an admin token reaches every object. A user token reaches the files of its own
-tenant's tasks (`<kind>/<task_id>/…`, read and delete) and its upload area
-`uploads/<tenant>/…` (read, write, delete); anything else is 404 to it, as other tenants'
-tasks are.
+Tenancy (`api.tenancy.may_access`): an admin token reaches every object. A user token
+reaches the files of its own tenant's tasks (`<kind>/<task_id>/…`, read and delete) and its
+upload area `uploads/<tenant>/…` (read, write, delete); anything else is 404 to it, as other
+tenants' tasks are.
 
 Uploads must be images (PNG, JPEG, WebP, GIF, BMP or TIFF, named for their type): anything
 else is a 415 that says so. Reads serve those types as images and anything else (files the
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -29,11 +28,12 @@ from aiohttp import web
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from api.keys import SIGNER, STORAGE, TASK_READER
+from api.keys import SIGNER, STORAGE
 from api.openapi import documented
 from api.responses import field_error, json_response
-from api.tasks import parse_query, problem, scope
-from state.storage import KIND_FOLDERS, BadKey, NotFound, ObjectInfo, PathTaken, safe_key
+from api.tasks import parse_query, problem
+from api.tenancy import may_access, scope
+from state.storage import BadKey, NotFound, ObjectInfo, PathTaken, safe_key
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1/storage/images"
@@ -142,25 +142,9 @@ async def _key(request: web.Request, write: bool = False) -> str:
         key = safe_key(request.match_info["path"])
     except BadKey as exc:
         raise problem(web.HTTPBadRequest, str(exc)) from None
-    if not await _may_access(request, key, write):
+    if not await may_access(request, key, write):
         raise problem(web.HTTPNotFound, f"no image at {key}")
     return key
-
-
-async def _may_access(request: web.Request, key: str, write: bool) -> bool:
-    tenant = scope(request)
-    if tenant is None:
-        return True
-    parts = key.split("/")
-    if parts[0] == "uploads":
-        return len(parts) > 2 and parts[1] == tenant
-    if write or parts[0] not in KIND_FOLDERS.values() or len(parts) < 3:
-        return False
-    try:
-        task_id = uuid.UUID(parts[1])
-    except ValueError:
-        return False
-    return await request.app[TASK_READER].get(task_id, tenant) is not None
 
 
 async def _existing(key: str, operation: Callable[[str], Any]) -> Any:

@@ -20,7 +20,6 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from api.auth import Principal
 from api.commands import CommandNotSent, CommandTooLarge
 from api.field_types import Offset
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
@@ -40,6 +39,7 @@ from api.task_models import (
     TaskType,
 )
 from api.task_queries import TaskFilter, public, visible
+from api.tenancy import check_image_inputs, scope
 from state.storage import task_folder
 from streams.partitioning import StickyTaskIds
 from streams.records import (
@@ -119,12 +119,6 @@ def task_id_of(request: web.Request) -> uuid.UUID:
         raise field_error(
             ["path", "task_id"], "Input should be a valid UUID", "uuid_parsing"
         ) from None
-
-
-def scope(request: web.Request) -> str | None:
-    """The tenant a caller is confined to (None: an admin, who sees every tenant)."""
-    principal: Principal = request[PRINCIPAL]
-    return None if principal.is_admin else principal.tenant
 
 
 def problem(exc_type: type[web.HTTPException], detail: str, **kwargs: Any) -> web.HTTPException:
@@ -326,6 +320,7 @@ async def create_task(request: web.Request) -> web.Response:
     # The key binds the task id, so concurrent retries with one key target the same task.
     task_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}\0{key}") if key else new_task_id()
     payload = body.model_dump(mode="json", exclude_none=True)
+    await check_image_inputs(request, payload, ("body", body.task_type.value))
     payload["origin_tenant_id"] = tenant
     command = create_command(
         request,

@@ -28,10 +28,10 @@ from api.tasks import (
     parse_body,
     parse_query,
     read_task,
-    scope,
     settle,
     task_id_of,
 )
+from api.tenancy import check_image_inputs, scope
 from api.training_models import (
     TRAINING_SERVER_SIDE,
     TrainingStatus,
@@ -98,6 +98,7 @@ async def create_training(request: web.Request) -> web.Response:
     tenant = creating_tenant(request, body.origin_tenant_id)
     task_id = new_task_id()
     payload = {**TRAINING_SERVER_SIDE, **body.model_dump(mode="json"), "origin_tenant_id": tenant}
+    await check_image_inputs(request, payload)
     command = create_command(
         request,
         task_id,

@@ -2,7 +2,8 @@
 
 URLs are fetched with a size cap, a timeout and a content check, and hosts that resolve to
 private, loopback or link-local addresses are refused unless the worker allows them (a task
-must not be a way to read the cluster's internal services). Every failure is a `ValueError`,
+must not be a way to read the cluster's internal services), at every redirect too: a public
+URL that redirects to an internal one is refused like the internal one. Every failure is a `ValueError`,
 so the task fails at once with a VALIDATION error instead of being retried.
 """
 
@@ -20,7 +21,7 @@ from urllib.parse import urlparse
 
 from PIL import Image, UnidentifiedImageError
 
-from state.storage import BadKey, NotFound, Storage
+from state.storage import BadKey, NotFound, Storage, stored_key
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 8192 * 8192
@@ -56,9 +57,9 @@ def _bytes_of(ref: str, storage: Storage, policy: FetchPolicy) -> bytes:
         return _fetch(ref, policy)
     if scheme:
         raise ValueError(f"image URLs must be http(s), not {scheme!r}")
-    if "/" in ref and not ref.endswith("="):
+    if (key := stored_key(ref)) is not None:
         try:
-            return storage.get(ref)
+            return storage.get(key)
         except BadKey as exc:
             raise ValueError(f"bad storage path {ref!r}: {exc}") from exc
         except NotFound:
@@ -81,8 +82,9 @@ def _fetch(url: str, policy: FetchPolicy) -> bytes:
         raise ValueError(f"URL {url!r} has no host")
     if not policy.allow_private:
         _refuse_private(host)
+    opener = urllib.request.build_opener(_CheckedRedirects(policy))
     try:
-        with urllib.request.urlopen(url, timeout=policy.timeout_s) as resp:  # noqa: S310 - scheme checked
+        with opener.open(url, timeout=policy.timeout_s) as resp:
             kind = resp.headers.get_content_type()
             if not kind.startswith("image/") and kind != "application/octet-stream":
                 raise ValueError(f"{url} answered {kind}, not an image")
@@ -92,6 +94,24 @@ def _fetch(url: str, policy: FetchPolicy) -> bytes:
     if len(data) > policy.max_bytes:
         raise ValueError(f"{url} is over {policy.max_bytes} bytes")
     return data
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to an http(s) URL the policy would fetch directly."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self._policy = policy
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urlparse(newurl)
+        if target.scheme not in ("http", "https"):
+            raise ValueError(f"{req.full_url} redirects to {target.scheme!r}, not http(s)")
+        if not self._policy.allow_private:
+            try:
+                _refuse_private(target.hostname or "")
+            except ValueError as exc:
+                raise ValueError(f"{req.full_url} redirects to {newurl}: {exc}") from None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _refuse_private(host: str) -> None:

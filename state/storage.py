@@ -62,6 +62,17 @@ def safe_key(key: str) -> str:
     return key
 
 
+def stored_key(ref: str) -> str | None:
+    """The storage key an image reference names, or None when it is inline or remote: a data
+    URL, an URL with a scheme, or base64. Stored files are named with a suffix
+    (`uploads/acme/a.png`), and base64 may hold `/` but never a `.`, so a `.` tells them apart.
+    (The key is not checked here: `safe_key` does that where it is used.)"""
+    ref = ref.strip()
+    if ref.startswith("data:") or urlparse(ref).scheme:
+        return None
+    return ref if "." in ref else None
+
+
 def task_folder(task_type: str, task_id: object) -> str:
     """Where a task's files live: `generations/{task_id}` for GENERATION, and so on."""
     return f"{KIND_FOLDERS.get(task_type, task_type.lower() + 's')}/{task_id}"

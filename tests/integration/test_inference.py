@@ -256,6 +256,78 @@ def test_uploads_must_be_images_and_nothing_stored_renders_as_a_page(api):
     assert upload("dir.png", image_bytes("PNG"))[0] == 409
 
 
+def test_a_user_reaches_no_other_tenants_file_through_a_task(api):
+    admin = api.admin_token
+    hooli = api.call("POST", "/api/v1/admin/tokens", {"tenant": "hooli"}, admin)[1]["token"]
+    piedpiper = api.call("POST", "/api/v1/admin/tokens", {"tenant": "piedpiper"}, admin)[1]["token"]
+    for token, path in (
+        (piedpiper, "uploads/piedpiper/secret.png"),
+        (hooli, "uploads/hooli/own.png"),
+    ):
+        body, form = multipart({"file": ("x.png", image_bytes("PNG"))})
+        status, _, _ = api.call_raw("POST", f"/api/v1/storage/images/{path}", body, token, form)
+        assert status == 201
+    secret = "uploads/piedpiper/secret.png"
+
+    # a worker would read the file for hooli and hand it back as the result (it used to)
+    def refine(token: str, **images) -> tuple[int, dict]:
+        body = {"task_type": "REFINE", "provider_type": "echo", "upscale_factor": 2, **images}
+        return api.call("POST", "/api/v1/tasks/", body, token)
+
+    status, body = refine(hooli, base_image_url=secret)
+    assert status == 422
+    assert body["detail"] == [
+        {
+            "loc": ["body", "REFINE", "base_image_url"],
+            "msg": f"no image at {secret} that this token may read (its own uploads are under"
+            " uploads/hooli/)",
+            "type": "storage_path",
+        }
+    ]
+    status, body = api.call(
+        "POST",
+        "/api/v1/tasks/",
+        {
+            "task_type": "EDITING",
+            "prompt": "p",
+            "provider_type": "echo",
+            "base_image": "uploads/hooli/own.png",
+            "reference_images": ["uploads/hooli/own.png", "generations/" + "0" * 32 + "/r.png"],
+        },
+        hooli,
+    )
+    assert status == 422 and body["detail"][0]["loc"] == ["body", "EDITING", "reference_images", 1]
+    status, body = api.call(
+        "POST", "/api/v1/training/", {"trigger_word": "tw", "source_images": [secret]}, hooli
+    )
+    assert status == 422 and body["detail"][0]["loc"] == ["body", "source_images", 0]
+    assert api.call("GET", "/api/v1/tasks/?limit=1000", token=hooli)[1] == [], "nothing created"
+    # its own upload, a base64 image and anything for an admin are fine
+    assert refine(hooli, base_image_url="uploads/hooli/own.png")[0] == 200
+    assert refine(hooli, base_image_url=base64.b64encode(image_bytes("PNG")).decode())[0] == 200
+    assert refine(admin, base_image_url=secret)[0] == 200
+
+    # a path written into its own task's fields gets no signed URL from the media route
+    task = generate(api, hooli, provider_type="echo")
+    wait_status(api, task["id"], {"COMPLETED"}, hooli)
+    status, _ = api.call(
+        "PUT", f"/api/v1/tasks/generation/{task['id']}", {"result_image_path": secret}, hooli
+    )
+    assert status == 200
+    status, media = api.call("GET", f"/api/v1/monitoring/tasks/{task['id']}/media", token=hooli)
+    assert status == 200 and media["outputs"] == []
+    status, media = api.call("GET", f"/api/v1/monitoring/tasks/{task['id']}/media", token=admin)
+    assert [m["path"] for m in media["outputs"]] == [secret]
+
+    # a user reads the files of its own trainings (samples), not another tenant's
+    training = api.call("POST", "/api/v1/training/", {"trigger_word": "tw"}, hooli)[1]
+    sample = f"trainings/{training['id']}/samples/step_000001_0.png"
+    (storage_root(api) / sample).parent.mkdir(parents=True)
+    (storage_root(api) / sample).write_bytes(image_bytes("PNG"))
+    assert png(api, sample, hooli) == image_bytes("PNG")
+    assert api.call_raw("GET", f"/api/v1/storage/images/{sample}", token=piedpiper)[0] == 404
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import io
+import threading
+from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
+from gpu import images
 from gpu.images import FetchPolicy, load_image
 from state.storage import LocalStorage
 
@@ -53,3 +57,65 @@ def test_refusals_say_why(store, ref, reason):
 def test_size_limit(png, store):
     with pytest.raises(ValueError, match="over 10 bytes"):
         load_image(base64.b64encode(png * 10).decode(), store, FetchPolicy(max_bytes=10))
+
+
+def test_unpadded_base64_with_a_slash_is_an_image_not_a_storage_path(store):
+    # base64 of a length divisible by 3 has no '=' padding, and '/' is in its alphabet: such a
+    # string was taken for a storage path and failed with "no stored image"
+    for width in range(1, 64):
+        out = io.BytesIO()
+        Image.new("RGB", (width, 1), (0, 0, 255)).save(out, format="PNG")
+        b64 = base64.b64encode(out.getvalue()).decode()
+        if "/" in b64 and not b64.endswith("="):
+            break
+    else:
+        pytest.fail("no PNG whose base64 has a '/' and no padding")
+    assert load_image(b64, store, FetchPolicy()).size == (width, 1)
+
+
+@pytest.fixture
+def server(png) -> Iterator[str]:
+    """A loopback HTTP server: /a.png is an image, /hop redirects to it by the name
+    `localhost`, /ftp redirects to an ftp URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            port = self.server.server_address[1]
+            target = {"/hop": f"http://localhost:{port}/a.png", "/ftp": "ftp://localhost/a.png"}
+            if self.path in target:
+                self.send_response(302)
+                self.send_header("Location", target[self.path])
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_redirect_is_held_to_the_same_rules_as_the_url(server, store, monkeypatch):
+    # stand-ins: 127.0.0.1 plays a public host, `localhost` an internal one
+    def refuse_localhost(host: str) -> None:
+        if host == "localhost":
+            raise ValueError(f"{host} resolves to non-public address 127.0.0.1")
+
+    monkeypatch.setattr(images, "_refuse_private", refuse_localhost)
+    assert load_image(f"{server}/a.png", store, FetchPolicy()).size == (4, 2)
+    with pytest.raises(
+        ValueError, match=r"/hop redirects to http://localhost:\d+/a.png: localhost"
+    ):
+        load_image(f"{server}/hop", store, FetchPolicy())
+    with pytest.raises(ValueError, match="redirects to 'ftp', not http"):
+        load_image(f"{server}/ftp", store, FetchPolicy())
+    # a worker that allows private hosts follows the redirect
+    assert load_image(f"{server}/hop", store, FetchPolicy(allow_private=True)).size == (4, 2)

@@ -3,6 +3,7 @@ in-process S3), plus the local store's refusal to follow links out of its root."
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import boto3
@@ -18,6 +19,7 @@ from state.storage import (
     Storage,
     safe_key,
     storage_from_settings,
+    stored_key,
     task_folder,
 )
 
@@ -147,3 +149,21 @@ def test_a_key_under_an_object_or_in_a_folders_place_is_taken(tmp_path):
         "uploads/acme/refs/b.png",
     ]
     assert store.put("uploads/acme/" + "x" * 251 + ".png", b"i").size == 1  # 255 characters
+
+
+def test_stored_key_tells_storage_paths_from_inline_and_remote_images():
+    png = base64.b64encode(bytes(range(256)) * 3).decode()  # no padding, and '/' inside
+    assert "/" in png and not png.endswith("=")
+    for ref, key in (
+        ("uploads/acme/a.png", "uploads/acme/a.png"),
+        ("  generations/1f/result.png ", "generations/1f/result.png"),
+        (png, None),
+        (png + "==", None),
+        ("data:image/png;base64," + png, None),
+        ("https://example.com/a.png", None),
+        ("s3://bucket/a.png", None),
+        ("a.png", "a.png"),
+        ("../../etc/passwd", "../../etc/passwd"),  # a path, which safe_key refuses where used
+        ("uploads/acme/no-suffix", None),  # base64 to the worker, which says it is neither
+    ):
+        assert stored_key(ref) == key, ref
