@@ -12,12 +12,19 @@ from api.keys import TOKENS
 from api.openapi import documented
 from api.responses import json_response
 from api.tasks import parse_body, require_admin
+from state.storage import MAX_SEGMENT_LENGTH, SEGMENT_PATTERN
 
 routes = web.RouteTableDef()
 
 
 class TokenRequest(BaseModel):
-    tenant: str = Field(..., min_length=1, max_length=255)
+    tenant: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_SEGMENT_LENGTH,
+        pattern=SEGMENT_PATTERN,
+        description="Letters, digits and . _ = + - (it names the upload folder uploads/<tenant>/)",
+    )
     role: Literal["user", "admin"] = "user"
     label: str | None = Field(None, max_length=255)
 

@@ -22,7 +22,9 @@ from urllib.parse import urlparse
 
 MAX_KEY_LENGTH = 512
 MAX_SEGMENT_LENGTH = 255  # a file name's limit on the usual filesystems
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=+-]*$")
+#: One segment of a key (and so a tenant name, which names its upload folder).
+SEGMENT_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._=+-]*$"
+_SEGMENT = re.compile(SEGMENT_PATTERN)
 #: Result folders per task kind, as the Sartiq API lays them out.
 KIND_FOLDERS = {"GENERATION": "generations", "EDITING": "editings", "REFINE": "refines"}
 

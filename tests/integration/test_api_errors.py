@@ -72,3 +72,12 @@ def test_values_that_would_not_survive_storage_are_422_and_create_nothing(runnin
     ):
         status, body = running_api.call("GET", path, token=token)
         assert status == 422 and body["detail"][0]["loc"] == ["query", name], (path, body)
+
+
+def test_a_tenant_name_must_be_able_to_name_its_upload_folder(running_api):
+    token = running_api.admin_token
+    for tenant in ("Acme Corp", "../x", "a/b", ".hidden", "x" * 256):
+        status, body = running_api.call("POST", "/api/v1/admin/tokens", {"tenant": tenant}, token)
+        assert status == 422 and body["detail"][0]["loc"] == ["body", "tenant"], tenant
+    status, body = running_api.call("POST", "/api/v1/admin/tokens", {"tenant": "acme-2_b.c"}, token)
+    assert status == 201 and body["tenant"] == "acme-2_b.c"
