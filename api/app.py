@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from api.admin import routes as admin_routes
 from api.auth import Principal, TokenStore, new_token, token_from_header
 from api.commands import CommandSender, OutcomeWaiter
-from api.health import health
+from api.health import HEALTH, health, shared_health
 from api.heartbeats import HeartbeatMonitor
 from api.keys import (
     COMMANDS,
@@ -231,6 +231,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
+    app[HEALTH] = shared_health(app)
     app.cleanup_ctx.extend([_openapi, _databases, _schemas, _heartbeats, _tasks])
     app.router.add_get("/health", health)
     app.add_routes(task_routes)

@@ -1,8 +1,16 @@
-"""`GET /health`: 200 when every component is ready, 503 naming what is not."""
+"""`GET /health`: 200 when every component is ready, 503 naming what is not.
+
+The route needs no token, so its checks are shared: at most one runs at a time and its
+answer serves every request for the next `FRESH_S`. Without that, each request opened a
+database connection and a broker connection, and a flood of them took a thread of the
+default executor each (which storage reads and uploads also use) and a backend fork each.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -17,6 +25,7 @@ from streams.records import WorkerRole
 # Each check gives up after about this long, so /health answers within a few seconds
 # whatever has failed (a frozen database used to hold it forever).
 CHECK_TIMEOUT_S = 2
+FRESH_S = 1.0  # how long one check's answer serves later requests
 _SUBJECTS = "SELECT DISTINCT subject FROM registry_versions"
 
 _MEMBER_ROLES = {
@@ -68,10 +77,51 @@ class Health(BaseModel):
     components: dict[str, Component]
 
 
+Answer = tuple[dict, int]  # body, HTTP status
+
+
+class SharedCheck:
+    """Runs `check` for the first caller; callers meanwhile wait for that run, and callers
+    within `fresh_s` after it get its answer."""
+
+    def __init__(self, check: Callable[[], Awaitable[Answer]], fresh_s: float = FRESH_S) -> None:
+        self._check = check
+        self._fresh_s = fresh_s
+        self._answer: Answer | None = None
+        self._at = 0.0
+        self._running: asyncio.Task[Answer] | None = None
+
+    async def get(self) -> Answer:
+        if self._answer is not None and time.monotonic() - self._at < self._fresh_s:
+            return self._answer
+        if self._running is None:
+            self._running = asyncio.create_task(self._run())
+        return await asyncio.shield(self._running)  # a caller that leaves cancels only itself
+
+    async def _run(self) -> Answer:
+        try:
+            self._answer = await self._check()
+            self._at = time.monotonic()
+            return self._answer
+        finally:
+            self._running = None
+
+
+HEALTH = web.AppKey("health", SharedCheck)
+
+
+def shared_health(app: web.Application) -> SharedCheck:
+    return SharedCheck(lambda: _check(app))
+
+
 @documented("Health Check", "health", response=Health, public=True)
 async def health(request: web.Request) -> web.Response:
     """200 when every component is ready, 503 naming what is not."""
-    app = request.app
+    body, status = await request.app[HEALTH].get()
+    return json_response(body, status=status)
+
+
+async def _check(app: web.Application) -> Answer:
     bootstrap = app[SETTINGS].require_bootstrap()
     broker_ok, (database, subjects) = await asyncio.gather(
         asyncio.to_thread(broker_ready, bootstrap, CHECK_TIMEOUT_S), _database(app)
@@ -89,7 +139,4 @@ async def health(request: web.Request) -> web.Response:
             bool(members), f"{len(members)} ready" if members else "no ready member"
         )
     ok = all(c["status"] == "ok" for c in components.values())
-    return json_response(
-        {"status": "ok" if ok else "unavailable", "components": components},
-        status=200 if ok else 503,
-    )
+    return {"status": "ok" if ok else "unavailable", "components": components}, (200 if ok else 503)
