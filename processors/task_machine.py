@@ -277,6 +277,8 @@ def _retry(state: TaskState, cmd: RetryTask, now: datetime) -> Decision:
             f"cannot retry a {state.status.value} task; only FAILED or CANCELLED tasks can be"
             " retried",
         )
+    if why := _too_large(state.fields):
+        return _rejected(state, cmd, now, 413, why)
     new = _requeue(state, now)
     return Decision(new, (_status_event(new, now),), (job(new, now),), _applied(cmd, new, now))
 
@@ -301,8 +303,9 @@ def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
     columns = {k: changes[k] for k in _COLUMN_UPDATES & changes.keys()}
     field_changes = {k: v for k, v in changes.items() if k not in _COLUMN_UPDATES}
     fields = {**state.fields, **field_changes}
-    if field_changes and len(body := _body_json(fields)) > TASK_BODY_MAX_BYTES:
-        return _rejected(state, cmd, now, 413, body_too_large(len(body)))
+    starts_attempt = new_status == TaskStatus.PENDING and state.status != TaskStatus.PENDING
+    if (field_changes or starts_attempt) and (why := _too_large(fields)):
+        return _rejected(state, cmd, now, 413, why)
     new = _advance(state, now, fields=fields, **columns)
     events: list[Record] = []
     if changes:
@@ -319,7 +322,7 @@ def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
     if new_status != state.status:
         new = _with_status(new, new_status, now)
         events.append(_status_event(new, now))
-        if new_status == TaskStatus.PENDING:
+        if starts_attempt:
             new = replace(new, attempt=new.attempt + 1)
             jobs = (job(new, now),)
     return Decision(new, tuple(events), jobs, _applied(cmd, new, now))
@@ -393,6 +396,14 @@ def _report(state: TaskState | None, report: WorkerReport, now: datetime) -> Dec
 
 
 def _failed(state: TaskState, report: WorkerReport, now: datetime) -> Decision:
+    if report.retryable and (why := _too_large(state.fields)):
+        # what workers added to the body meanwhile would not fit the retry's job
+        report = report.model_copy(
+            update={
+                "retryable": False,
+                "error_message": f"{report.error_message}; not retried: {why}",
+            }
+        )
     if report.retryable and state.retry_count < MAX_RETRIES:
         new = _requeue(state, now, error_message=report.error_message)
         return Decision(new, (_status_event(new, now),), (job(new, now),))
@@ -549,6 +560,14 @@ def _training_event(state: TaskState, now: datetime, status: str) -> TrainingSta
 def _body_json(fields: dict[str, Any]) -> str:
     """A task's fields as its job carries them; its length is the body's size in bytes."""
     return json.dumps(fields, sort_keys=True)
+
+
+def _too_large(fields: dict[str, Any]) -> str | None:
+    """Why a job could not carry a task with these fields (None when it could). Creates and
+    updates are held to the limit, but worker reports add to a task's fields too (EXECUTING
+    details, a training's logs), so whatever starts a new attempt checks again."""
+    size = len(_body_json(fields))
+    return body_too_large(size) if size > TASK_BODY_MAX_BYTES else None
 
 
 def job_topic(record: InferenceJob | TrainingJob) -> TopicSpec:

@@ -258,6 +258,25 @@ def test_bodies_over_the_limit_are_refused_with_413_and_change_nothing(pending):
     )
 
 
+def test_a_body_grown_by_worker_reports_starts_no_attempt_its_job_could_not_carry(pending):
+    # each report fits Kafka, but EXECUTING details add up in the task's fields
+    grown = pending
+    for i, key in enumerate(("logs", "notes")):
+        details = json.dumps({key: "x" * (TASK_BODY_MAX_BYTES // 2)})
+        grown = handle(grown, report(grown, TaskStatus.EXECUTING, result_json=details), at(i)).state
+    failing = report(grown, TaskStatus.FAILED, retryable=True, error_message="GPU lost")
+    failed = handle(grown, failing, at(3))
+    assert failed.state.status == TaskStatus.FAILED and failed.jobs == (), "not retried"
+    assert failed.state.error_message.startswith("GPU lost; not retried: the task's body is")
+    for cmd in (command(RetryTask), command(UpdateTask, changes_json='{"status": "PENDING"}')):
+        refused = handle(failed.state, cmd, at(4))
+        assert refused.outcome.status_code == 413 and refused.jobs == ()
+        assert refused.state == failed.state
+    # a body that fits is retried as before
+    small = handle(pending, report(pending, TaskStatus.FAILED, retryable=True), at(1))
+    assert small.state.status == TaskStatus.PENDING and len(small.jobs) == 1
+
+
 @pytest.mark.parametrize(
     ("kw", "reason"),
     [
