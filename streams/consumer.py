@@ -25,12 +25,21 @@ from streams.topics import DLQ_SUFFIX, TopicSpec
 logger = logging.getLogger(__name__)
 
 
+#: A dead letter carries its record's bytes only below this size: a producer refuses a record
+#: over its `message.max.bytes` (1,000,000 by default), and a poison record near that size plus
+#: the reason headers would otherwise fail its dead-lettering on every restart.
+DLQ_COPY_MAX_BYTES = 900_000
+DLQ_REASON_MAX_CHARS = 2_000
+
+
 def dead_letter(producer: RecordProducer, msg: Message, exc: Exception, group_id: str) -> None:
-    """Queue `msg` on its topic's DLQ: original key and bytes, the reason in headers.
+    """Queue `msg` on its topic's DLQ: original key and bytes, the reason in headers. A
+    record too large to copy is dead-lettered without its bytes (`dlq.value.omitted` says
+    how many); it stays readable at its source topic, partition and offset.
 
     The caller flushes `producer` before storing the message's offset.
     """
-    reason = str(exc) or type(exc).__name__
+    reason = (str(exc) or type(exc).__name__)[:DLQ_REASON_MAX_CHARS]
     logger.warning(
         "%s[%d]@%d -> %s%s: %s",
         msg.topic(),
@@ -40,19 +49,19 @@ def dead_letter(producer: RecordProducer, msg: Message, exc: Exception, group_id
         DLQ_SUFFIX,
         reason,
     )
-    producer.send_raw(
-        msg.topic() + DLQ_SUFFIX,
-        msg.key(),
-        msg.value(),
-        headers={
-            "dlq.error": reason,
-            "dlq.error.type": type(exc).__name__,
-            "dlq.source.topic": msg.topic(),
-            "dlq.source.partition": str(msg.partition()),
-            "dlq.source.offset": str(msg.offset()),
-            "dlq.consumer.group": group_id,
-        },
-    )
+    headers = {
+        "dlq.error": reason,
+        "dlq.error.type": type(exc).__name__,
+        "dlq.source.topic": msg.topic(),
+        "dlq.source.partition": str(msg.partition()),
+        "dlq.source.offset": str(msg.offset()),
+        "dlq.consumer.group": group_id,
+    }
+    key, value = msg.key(), msg.value()
+    if len(key or b"") + len(value or b"") > DLQ_COPY_MAX_BYTES:
+        headers["dlq.value.omitted"] = f"{len(value or b'')} bytes, too large to copy"
+        key, value = key[:1024] if key else key, None
+    producer.send_raw(msg.topic() + DLQ_SUFFIX, key, value, headers=headers)
 
 
 def group_config(

@@ -75,6 +75,36 @@ def test_poison_goes_to_the_dlq_and_good_records_still_flow(bootstrap, serde):
     )
 
 
+def test_a_poison_record_too_large_to_copy_is_dead_lettered_without_its_bytes(bootstrap, serde):
+    # the producer takes the record; its copy plus the reason headers would pass the limit,
+    # which used to stop the consumer on every restart (it crash-looped the task processors)
+    topic = fresh_topic(bootstrap, "dlqbig")
+    producer = RecordProducer(bootstrap, serde)
+    producer.send_raw(topic, "big", b"\x00" * 999_700)
+    after = _cancel("after")
+    producer.send(topic, "k", after)
+    producer.flush()
+
+    handled: list[Delivery] = []
+    stop = threading.Event()
+
+    def handle(delivery: Delivery) -> None:
+        handled.append(delivery)
+        stop.set()
+
+    consumer = RecordConsumer(bootstrap, f"test-{uuid.uuid4()}", [topic], serde, handle, producer)
+    thread = threading.Thread(target=consumer.run, args=(stop,))
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive() and [d.record for d in handled] == [after]
+    [dead] = read_topic(bootstrap, topic.dlq, 1)
+    headers = {k: v.decode() for k, v in dead.headers()}
+    assert dead.key() == b"big" and dead.value() is None
+    assert headers["dlq.value.omitted"] == "999700 bytes, too large to copy"
+    assert (headers["dlq.source.topic"], headers["dlq.source.offset"]) == (topic.name, "0")
+    assert "unknown schema id" in headers["dlq.error"]
+
+
 def test_handled_offsets_are_committed_so_a_restart_does_not_replay(bootstrap, serde):
     topic = fresh_topic(bootstrap, "commit")
     producer = RecordProducer(bootstrap, serde)
