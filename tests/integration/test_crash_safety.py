@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import time
+import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime
@@ -161,6 +162,66 @@ def test_no_task_is_lost_duplicated_or_stuck_when_members_are_killed(tmp_path: P
                 and task["progress"] == 100.0
             )
             assert task["started_at"] <= task["completed_at"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+
+
+def _processors(supervisor: int) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(supervisor).children():
+        try:
+            if child.cmdline()[-1:] == ["processors"]:
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_processors_restarted_in_quick_succession_form_their_group_again(tmp_path, signum):
+    """Both processors members stopped three times within seconds, as a crash loop does: the
+    group must assign its partitions again. (With dynamic members the embedded broker left
+    such a group waiting for a leader that was gone: no task was processed ever after.)"""
+    proc, info = launch(tmp_path / "data")
+    try:
+        for _ in range(3):
+            for child in _processors(proc.pid):
+                child.send_signal(signum)
+            time.sleep(1.5)  # back up: the supervisor restarts a member after ~1 s
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(info["api_url"] + "/health", timeout=10) as resp:  # noqa: S310 - loopback
+                    if resp.status == 200:
+                        break
+            except urllib.error.HTTPError as exc:
+                health = json.loads(exc.read())
+            assert time.monotonic() < deadline, f"never healthy again: {health}"
+            time.sleep(1)
+        body = json.dumps(
+            {"task_type": "GENERATION", "prompt": "p", "provider_type": "echo"}
+        ).encode()
+        req = urllib.request.Request(
+            info["api_url"] + "/api/v1/tasks/",
+            data=body,
+            headers={
+                "Authorization": f"Bearer {info['admin_token']}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback
+            # 202 while the member that will own its partition is still joining
+            task_id = json.loads(resp.read())["task_id" if resp.status == 202 else "id"]
+        deadline, status = time.monotonic() + 60, None
+        while status != "COMPLETED":
+            assert time.monotonic() < deadline, f"task {task_id} still {status}"
+            time.sleep(0.5)
+            try:
+                status = _get(info, f"/api/v1/tasks/{task_id}")["status"]
+            except urllib.error.HTTPError as exc:  # 404 until its create is applied
+                assert exc.code == 404, exc
+        assert proc.poll() is None, "the supervisor gave up"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
