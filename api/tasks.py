@@ -361,6 +361,8 @@ async def update_task(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/tasks/{task_id}")
 @documented("Delete Task", "tasks", response=TASK_PUBLIC)
 async def delete_task(request: web.Request) -> web.Response:
+    """Remove the task's record and files. A PENDING or EXECUTING task is cancelled first,
+    so its job stops; the answer is the task as it was."""
     task_id = task_id_of(request)
     row = await read_task(request, task_id)
     settled = await settle(request, DeleteTask(**command_head(request, task_id)))
@@ -373,6 +375,8 @@ async def delete_task(request: web.Request) -> web.Response:
 @routes.post("/api/v1/tasks/{task_id}/cleanup")
 @documented("Cleanup Task", "tasks", response=TASK_PUBLIC)
 async def cleanup_task(request: web.Request) -> web.Response:
+    """Remove the task's files and hide it from lists (`is_deleted`), keeping the record. A
+    PENDING or EXECUTING task is cancelled first, so its job stops."""
     task_id = task_id_of(request)
     row = await read_task(request, task_id)
     settled = await settle(request, CleanupTask(**command_head(request, task_id)))

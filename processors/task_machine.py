@@ -329,6 +329,7 @@ def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
 
 
 def _delete(state: TaskState, cmd: DeleteTask, now: datetime) -> Decision:
+    state, stopped = _stop(state, now)
     gone = TaskDeleted(
         task_id=state.task_id,
         command_id=cmd.command_id,
@@ -336,12 +337,15 @@ def _delete(state: TaskState, cmd: DeleteTask, now: datetime) -> Decision:
         hard=True,
         timestamp=now,
     )
-    return Decision(None, (gone,), outcome=_applied(cmd, state, now, version=state.version + 1))
+    return Decision(
+        None, (*stopped, gone), outcome=_applied(cmd, state, now, version=state.version + 1)
+    )
 
 
 def _cleanup(state: TaskState, cmd: CleanupTask, now: datetime) -> Decision:
     if state.is_deleted:
         return Decision(state, outcome=_applied(cmd, state, now))
+    state, stopped = _stop(state, now)
     new = _advance(state, now, is_deleted=True, deleted_at=now)
     gone = TaskDeleted(
         task_id=state.task_id,
@@ -350,7 +354,17 @@ def _cleanup(state: TaskState, cmd: CleanupTask, now: datetime) -> Decision:
         hard=False,
         timestamp=now,
     )
-    return Decision(new, (gone,), outcome=_applied(cmd, new, now))
+    return Decision(new, (*stopped, gone), outcome=_applied(cmd, new, now))
+
+
+def _stop(state: TaskState, now: datetime) -> tuple[TaskState, tuple[Record, ...]]:
+    """A PENDING or EXECUTING task that is deleted or cleaned up is cancelled first: its
+    CANCELLED event reaches the workers' cancellation watch, so the job stops instead of
+    running on and storing files after they were removed."""
+    if state.status not in ACTIVE:
+        return state, ()
+    cancelled = _advance(state, now, status=TaskStatus.CANCELLED, completed_at=now)
+    return cancelled, (_status_event(cancelled, now),)
 
 
 # --- worker reports ----------------------------------------------------------------------

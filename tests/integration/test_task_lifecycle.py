@@ -125,6 +125,28 @@ def test_bad_bodies_get_422_with_locations(running_api):
     assert api.call("GET", "/api/v1/tasks/?limit=5000", token=api.admin_token)[0] == 422
 
 
+@pytest.mark.parametrize("route", ["DELETE {}", "POST {}/cleanup"])
+def test_deleting_a_running_task_stops_its_job(running_api, route):
+    api = running_api
+    _, created = api.call(
+        "POST", "/api/v1/tasks/", echo_task(provider_config={"delay_ms": 30_000}), api.admin_token
+    )
+    wait_status(api, created["id"], {"EXECUTING"})
+    method, path = route.format(f"/api/v1/tasks/{created['id']}").split(" ")
+    status, body = api.call(method, path, token=api.admin_token)
+    assert status == 200, body
+    # the worker was busy with a 30 s job; a new task done in seconds shows that job stopped
+    # (it used to run on, and store its files after the delete had removed them)
+    started = time.monotonic()
+    _, quick = api.call("POST", "/api/v1/tasks/", echo_task(), api.admin_token)
+    wait_status(api, quick["id"], {"COMPLETED"}, timeout=10)
+    assert time.monotonic() - started < 5
+    if method == "POST":  # cleanup keeps the record, which says what became of the task
+        assert body["status"] == "CANCELLED" and body["completed_at"]
+    else:
+        assert api.call("GET", f"/api/v1/tasks/{created['id']}", token=api.admin_token)[0] == 404
+
+
 def test_cancel_running_stops_the_job_and_a_second_cancel_conflicts(running_api, bootstrap):
     api = running_api
     long = echo_task(provider_config={"delay_ms": 30_000})

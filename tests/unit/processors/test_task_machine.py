@@ -344,11 +344,30 @@ def test_malformed_reports_are_caught_before_they_are_applied(pending):
 
 
 def test_delete_removes_and_cleanup_marks(pending):
-    d = handle(pending, command(DeleteTask), at(1))
-    assert d.state is None and isinstance(d.events[0], TaskDeleted) and d.events[0].hard
-    d = handle(pending, command(CleanupTask), at(1))
-    assert d.state.is_deleted and d.state.deleted_at == at(1) and not d.events[0].hard
-    assert handle(d.state, command(CleanupTask), at(2)).events == (), "cleanup twice is a no-op"
+    done = handle(pending, report(pending, TaskStatus.COMPLETED, result_json="{}"), at(1)).state
+    d = handle(done, command(DeleteTask), at(2))
+    assert d.state is None and [type(e) for e in d.events] == [TaskDeleted] and d.events[0].hard
+    assert d.outcome.version == done.version + 1
+    d = handle(done, command(CleanupTask), at(2))
+    assert d.state.is_deleted and d.state.deleted_at == at(2) and not d.events[0].hard
+    assert d.state.status == TaskStatus.COMPLETED
+    assert handle(d.state, command(CleanupTask), at(3)).events == (), "cleanup twice is a no-op"
+
+
+@pytest.mark.parametrize("kind", [DeleteTask, CleanupTask])
+def test_deleting_a_running_task_cancels_it_first_so_its_worker_stops(pending, kind):
+    running = handle(pending, report(pending, TaskStatus.EXECUTING), at(1)).state
+    d = handle(running, command(kind), at(2))
+    cancelled, gone = d.events
+    # the CANCELLED event is what the workers' cancellation watch follows
+    assert isinstance(cancelled, TaskStatusEvent) and cancelled.status == TaskStatus.CANCELLED
+    assert isinstance(gone, TaskDeleted) and gone.version == running.version + 2
+    assert d.outcome.outcome == CommandOutcomeKind.APPLIED and d.jobs == ()
+    if kind is CleanupTask:
+        assert d.state.status == TaskStatus.CANCELLED and d.state.is_deleted
+    # its worker's last report changes nothing
+    late = report(running, TaskStatus.COMPLETED, result_json='{"result_image_path": "x.png"}')
+    assert handle(d.state, late, at(3)).state == d.state
 
 
 def test_unknown_tasks_and_other_tenants_get_404(pending):
