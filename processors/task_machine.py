@@ -415,7 +415,7 @@ def _failed(state: TaskState, report: WorkerReport, now: datetime) -> Decision:
         report = report.model_copy(
             update={
                 "retryable": False,
-                "error_message": f"{report.error_message}; not retried: {why}",
+                "error_message": f"{report.error_message or 'failed'}; not retried: {why}",
             }
         )
     if report.retryable and state.retry_count < MAX_RETRIES:
