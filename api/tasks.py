@@ -241,6 +241,18 @@ def command_head(request: web.Request, task_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+def id_to_create(request: web.Request, tenant: str | None) -> tuple[uuid.UUID, str | None]:
+    """The id of the task a create makes, and the request's Idempotency-Key (400 when it is
+    not 1-255 characters). The key binds the id, so retries with one key, concurrent ones
+    included, target the same task: the same body gets the original, another body a 409."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return new_task_id(), None
+    if not 1 <= len(key) <= 255:
+        raise problem(web.HTTPBadRequest, "Idempotency-Key must be 1-255 characters")
+    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}\0{key}"), key
+
+
 def create_command(
     request: web.Request,
     task_id: uuid.UUID,
@@ -311,14 +323,7 @@ async def cancel_generation_task(request: web.Request) -> web.Response:
 async def create_task(request: web.Request) -> web.Response:
     body = await parse_body(request, CREATE_BODY)
     tenant = creating_tenant(request, body.origin_tenant_id)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 255:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"detail": "Idempotency-Key must be 1-255 characters"}),
-            content_type="application/json",
-        )
-    # The key binds the task id, so concurrent retries with one key target the same task.
-    task_id = uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant}\0{key}") if key else new_task_id()
+    task_id, key = id_to_create(request, tenant)
     payload = body.model_dump(mode="json", exclude_none=True)
     await check_image_inputs(request, payload, ("body", body.task_type.value))
     payload["origin_tenant_id"] = tenant

@@ -24,7 +24,7 @@ from api.tasks import (
     command_head,
     create_command,
     creating_tenant,
-    new_task_id,
+    id_to_create,
     parse_body,
     parse_query,
     read_task,
@@ -93,10 +93,11 @@ async def _answer(request: web.Request, command: Any) -> web.Response:
 @documented("Create Training Task", "training", body=TrainingTaskCreate, response=TrainingTask)
 async def create_training(request: web.Request) -> web.Response:
     """Create and start a new training task. Only `trigger_word` is required; a field sent
-    as `null` takes its default."""
+    as `null` takes its default. With an `Idempotency-Key` header, a retry with the same
+    body returns the original task and one with another body is a 409, as for tasks."""
     body: TrainingTaskCreate = await parse_body(request, TrainingTaskCreate)
     tenant = creating_tenant(request, body.origin_tenant_id)
-    task_id = new_task_id()
+    task_id, key = id_to_create(request, tenant)
     payload = {**TRAINING_SERVER_SIDE, **body.model_dump(mode="json"), "origin_tenant_id": tenant}
     await check_image_inputs(request, payload)
     command = create_command(
@@ -106,6 +107,7 @@ async def create_training(request: web.Request) -> web.Response:
         TRAINING_TASK_TYPE,
         payload,
         priority=TRAINING_SERVER_SIDE["priority"],
+        idempotency_key=key,
         origin_instance=body.origin_instance,
         origin_zone=body.origin_zone,
     )

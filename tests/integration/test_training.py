@@ -9,6 +9,7 @@ import base64
 import io
 import random
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -289,3 +290,32 @@ def test_defaults_validation_tenancy_and_a_bad_source_image(api):
         "GET", "/api/v1/monitoring/tasks?page_size=100", token=api.admin_token
     )
     assert status == 200 and task["id"] not in {t["id"] for t in monitored["items"]}
+
+
+def test_an_idempotency_key_makes_a_training_create_safe_to_retry(api):
+    admin = api.admin_token
+    key = {"Idempotency-Key": f"train-{uuid.uuid4()}"}
+    status, first = api.call(
+        "POST", "/api/v1/training/", {"trigger_word": "idem"}, admin, headers=key
+    )
+    assert status == 200, first
+    status, again = api.call(
+        "POST", "/api/v1/training/", {"trigger_word": "idem"}, admin, headers=key
+    )
+    assert status == 200 and again["id"] == first["id"]
+    status, other = api.call(
+        "POST", "/api/v1/training/", {"trigger_word": "other"}, admin, headers=key
+    )
+    assert (
+        status == 409
+        and other["detail"] == "Idempotency-Key was already used with a different body"
+    )
+    listed = api.call("GET", "/api/v1/training/?limit=1000", token=admin)[1]
+    assert [t["id"] for t in listed].count(first["id"]) == 1
+    assert api.call(
+        "POST",
+        "/api/v1/training/",
+        {"trigger_word": "x"},
+        admin,
+        headers={"Idempotency-Key": "k" * 256},
+    ) == (400, {"detail": "Idempotency-Key must be 1-255 characters"})
