@@ -45,6 +45,7 @@ DEFAULT_SIZE = 64
 DEFAULT_STEPS = 10
 DEFAULT_GUIDANCE = 7.5
 MAX_STEPS = 200
+MAX_GUIDANCE = 100.0
 #: Task field prefixes naming LoRAs: `<slot>_model_path` and `<slot>_lora_weight`.
 LORA_SLOTS = ("subject", "product", "style", "product2")
 
@@ -165,10 +166,8 @@ class DiffusionExecutor:
         payload = json.loads(job.payload_json)
         width, height = self._size(payload, (DEFAULT_SIZE, DEFAULT_SIZE))
         config = payload.get("config") or {}
-        steps = int(config.get("num_inference_steps") or DEFAULT_STEPS)
-        if not 1 <= steps <= MAX_STEPS:
-            raise ValueError(f"config.num_inference_steps must be 1 to {MAX_STEPS}")
-        guidance = float(config.get("guidance_scale", DEFAULT_GUIDANCE))
+        steps = _setting(config, "num_inference_steps", DEFAULT_STEPS, 1, MAX_STEPS, int)
+        guidance = _setting(config, "guidance_scale", DEFAULT_GUIDANCE, 0, MAX_GUIDANCE)
         seed = _seed(payload.get("seed"))
         return _Plan(
             job=job,
@@ -314,9 +313,7 @@ class DiffusionExecutor:
         if references:
             import numpy as np
 
-            weight = float(config.get("reference_weight", 0.3))
-            if not 0 <= weight <= 1:
-                raise ValueError("config.reference_weight must be 0 to 1")
+            weight = _setting(config, "reference_weight", 0.3, 0, 1)
             mean = np.mean([np.asarray(r, dtype=np.float32) for r in references], axis=0)
             mixed = (1 - weight) * np.asarray(base, dtype=np.float32) + weight * mean
             start = PILImage.fromarray(mixed.round().clip(0, 255).astype("uint8"))
@@ -326,11 +323,11 @@ class DiffusionExecutor:
             model_name(payload),
             start,
             payload["prompt"],
-            int(config.get("num_inference_steps") or DEFAULT_STEPS),
-            float(config.get("strength", 0.6)),
+            _setting(config, "num_inference_steps", DEFAULT_STEPS, 1, MAX_STEPS, int),
+            _setting(config, "strength", 0.6, 0, 1),
             seed,
             ctx,
-            float(config.get("guidance_scale", DEFAULT_GUIDANCE)),
+            _setting(config, "guidance_scale", DEFAULT_GUIDANCE, 0, MAX_GUIDANCE),
         )
         return {
             "executor_type": "local",
@@ -505,6 +502,22 @@ class DiffusionExecutor:
                 img2img.set_progress_bar_config(disable=True)
                 self._pipelines[(model_dir, kind)] = img2img
             return self._pipelines[(model_dir, kind)]
+
+
+def _setting(
+    config: dict, name: str, default: float, low: float, high: float, kind: type = float
+) -> Any:
+    """`config[name]` (`default` when absent or null) as `kind`, or a ValueError (the task
+    fails with a VALIDATION error) when it is not a number from `low` to `high`: a value
+    out of range is refused, not silently replaced or clamped."""
+    value = config.get(name)
+    if value is None:
+        return kind(default)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not low <= value <= high or (kind is int and value != int(value)):
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"config.{name} must be {what} from {low:g} to {high:g}, not {value!r}")
+    return kind(value)
 
 
 def _seed(given: int | None) -> int:

@@ -85,6 +85,34 @@ def test_a_batch_with_one_bad_job_fails_only_that_one(executor):
     assert isinstance(outcomes[1], ValueError) and "multiples of 8" in str(outcomes[1])
 
 
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ({"num_inference_steps": 0}, "config.num_inference_steps must be an integer from 1 to"),
+        ({"num_inference_steps": 10**9}, "from 1 to 200, not 1000000000"),
+        ({"num_inference_steps": 2.5}, "must be an integer from 1 to 200, not 2.5"),
+        ({"num_inference_steps": "many"}, "must be an integer from 1 to 200, not 'many'"),
+        ({"guidance_scale": -5}, "config.guidance_scale must be a number from 0 to 100"),
+        ({"guidance_scale": True}, "config.guidance_scale must be a number"),
+    ],
+)
+def test_config_values_out_of_range_fail_the_job_and_say_which(executor, config, reason):
+    # 0 steps used to become the default, and non-numbers failed with Python's own message
+    [outcome] = executor.run_batch([job(config=config)], [JobContext(never)])
+    assert isinstance(outcome, ValueError) and reason in str(outcome)
+
+
+def test_an_edits_strength_outside_0_to_1_is_refused_not_clamped(executor):
+    base = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(base, format="PNG")
+    edit = job(
+        base_image=base64.b64encode(base.getvalue()).decode(),
+        config={"num_inference_steps": 2, "strength": 5},
+    ).model_copy(update={"task_type": "EDITING"})
+    with pytest.raises(ValueError, match="config.strength must be a number from 0 to 1, not 5"):
+        executor(edit, JobContext(never))
+
+
 def write_lora(models, name: str) -> None:
     """A random LoRA for the tiny UNet's attention projections, saved as diffusers does."""
     import torch
