@@ -1,5 +1,9 @@
 """`GET /health`: 200 when every component is ready, 503 naming what is not.
 
+Anyone may ask; the components' details (the broker's address, database errors, member
+counts) are for the operator only, who sends the `TASKSTREAM_ADMIN_TOKEN`. That check needs
+no database, so /health answers the same way while Postgres is down.
+
 The route needs no token, so its checks are shared: at most one runs at a time and its
 answer serves every request for the next `FRESH_S`. Without that, each request opened a
 database connection and a broker connection, and a flood of them took a thread of the
@@ -9,12 +13,14 @@ default executor each (which storage reads and uploads also use) and a backend f
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from api.auth import token_from_header
 from api.keys import EXTERNAL_REGISTRY, HEARTBEATS, REGISTRY_STORE, SERDE, SETTINGS
 from api.openapi import documented
 from api.responses import json_response
@@ -69,7 +75,7 @@ async def _registry(app: web.Application, embedded_subjects: list[str] | None) -
 
 class Component(BaseModel):
     status: str
-    detail: str
+    detail: str | None = Field(None, description="Only for the TASKSTREAM_ADMIN_TOKEN.")
 
 
 class Health(BaseModel):
@@ -118,7 +124,22 @@ def shared_health(app: web.Application) -> SharedCheck:
 async def health(request: web.Request) -> web.Response:
     """200 when every component is ready, 503 naming what is not."""
     body, status = await request.app[HEALTH].get()
+    if not _is_operator(request):
+        body = {
+            **body,
+            "components": {n: {"status": c["status"]} for n, c in body["components"].items()},
+        }
     return json_response(body, status=status)
+
+
+def _is_operator(request: web.Request) -> bool:
+    token = token_from_header(request.headers.get("Authorization"))
+    admin = request.app[SETTINGS].admin_token
+    return (
+        token is not None
+        and admin is not None
+        and hmac.compare_digest(token.encode(), admin.get_secret_value().encode())
+    )
 
 
 async def _check(app: web.Application) -> Answer:

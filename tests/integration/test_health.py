@@ -14,7 +14,7 @@ def _wait_for(api, status: int, members_down: int = 0, timeout: float = 60.0) ->
     """Poll /health until it answers `status` with at least `members_down` members down."""
     deadline = time.monotonic() + timeout
     while True:
-        got, body = api.call("GET", "/health")
+        got, body = api.call("GET", "/health", token=api.admin_token)
         down = sum(body["components"][n]["status"] != "ok" for n in MEMBERS)
         if (got == status and down >= members_down) or time.monotonic() > deadline:
             assert got == status and down >= members_down, body
@@ -23,12 +23,22 @@ def _wait_for(api, status: int, members_down: int = 0, timeout: float = 60.0) ->
 
 
 def test_health_needs_no_token_and_names_what_is_missing(running_api):
-    status, body = running_api.call("GET", "/health")
+    status, body = running_api.call("GET", "/health", token=running_api.admin_token)
     assert status == 503 and body["status"] == "unavailable"
     for name in ("broker", "database", "schema_registry"):
         assert body["components"][name]["status"] == "ok", name
     for name in MEMBERS:
         assert body["components"][name] == {"status": "unavailable", "detail": "no ready member"}
+    # without the operator's token: the same statuses, none of the details (addresses, errors)
+    user = running_api.call(
+        "POST", "/api/v1/admin/tokens", {"tenant": "acme"}, running_api.admin_token
+    )[1]["token"]
+    for token in (None, user, "not-a-token"):
+        status, anonymous = running_api.call("GET", "/health", token=token)
+        assert status == 503 and anonymous == {
+            "status": "unavailable",
+            "components": {n: {"status": c["status"]} for n, c in body["components"].items()},
+        }
 
 
 def test_health_is_ok_once_members_join_and_flips_when_they_leave(running_api, members):
@@ -42,12 +52,12 @@ def test_health_is_ok_once_members_join_and_flips_when_they_leave(running_api, m
 
 def test_health_answers_within_seconds_while_postgres_is_frozen(bootstrap, own_postgres):
     with serve_api(settings_for(bootstrap, own_postgres.url)) as api:
-        _, body = api.call("GET", "/health")
+        _, body = api.call("GET", "/health", token=api.admin_token)
         assert body["components"]["database"]["status"] == "ok"
         time.sleep(FRESH_S)  # past the answer the next requests would share
         with frozen(own_postgres.pid):  # the API's pooled backends too
             started = time.monotonic()
-            status, body = api.call("GET", "/health")
+            status, body = api.call("GET", "/health", token=api.admin_token)
             waited = time.monotonic() - started
         assert status == 503 and waited < 6, waited
         database = body["components"]["database"]
@@ -58,7 +68,7 @@ def test_health_answers_within_seconds_while_postgres_is_frozen(bootstrap, own_p
         }
         assert body["components"]["broker"]["status"] == "ok"
         time.sleep(FRESH_S)
-        _, body = api.call("GET", "/health")
+        _, body = api.call("GET", "/health", token=api.admin_token)
         assert body["components"]["database"] == {"status": "ok", "detail": "connected"}
 
 
