@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, Field
+from safetensors import safe_open
 
 from api.keys import SETTINGS
 from api.openapi import documented
@@ -75,6 +76,18 @@ def safe_filename(original: str) -> str:
     stem, dot, suffix = base.rpartition(".")
     stem = _UNSAFE.sub("_", stem).strip("._-")[:120] or "lora"
     return f"{stem}{dot}{suffix.lower()}"
+
+
+def _not_safetensors(path: Path) -> str | None:
+    """Why the file at `path` cannot be read as safetensors (None when it can): its header
+    is read, no tensor. A broken upload is refused here instead of failing every task that
+    names it later."""
+    try:
+        with safe_open(path, framework="numpy") as weights:
+            weights.keys()
+    except Exception as exc:  # safetensors raises its own error types, and OSError
+        return str(exc)[:200] or type(exc).__name__
+    return None
 
 
 def _versions(name: str):
@@ -137,6 +150,12 @@ async def _upload(request: web.Request, allowed: tuple[str, ...]) -> dict[str, A
                 fields[part.name] = (await part.text())[:64]
         if original is None:
             raise field_error(["body", "file"], "Field required", "missing")
+        if original.lower().endswith(".safetensors") and (
+            why := await asyncio.to_thread(_not_safetensors, temp)
+        ):
+            raise problem(
+                web.HTTPUnprocessableEntity, f"{original} is not a safetensors file: {why}"
+            )
         entity = fields.get("entity_type") or NO_TYPE
         if entity != NO_TYPE and entity not in allowed:
             raise problem(web.HTTPBadRequest, f"entity_type must be one of {', '.join(allowed)}")
