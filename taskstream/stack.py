@@ -224,9 +224,25 @@ class Stack:
 
     def _supervise(self) -> int:
         while not self.stop.wait(0.5):
-            if not self._restart_dead():
+            if self._infrastructure_died() or not self._restart_dead():
                 return 1
         return 0
+
+    def _infrastructure_died(self) -> bool:
+        """Whether the embedded broker or Postgres has died, which stops the stack: without
+        them nothing works, and a stack that stays up answering 503 hides it. (The broker's
+        topics were in memory; `taskstream up` again resumes from Postgres.)"""
+        for name, part in (("broker", self.broker), ("postgres", self.postgres)):
+            if part is not None and (code := part.exit_code()) is not None:
+                logger.error(
+                    "the embedded %s exited with %s; stopping the stack (run taskstream up"
+                    " again: tasks resume from Postgres)",
+                    name,
+                    code,
+                )
+                self.stop.set()
+                return True
+        return False
 
     def _restart_dead(self) -> bool:
         """Restart children that exited; False when one exceeded its restart budget."""

@@ -137,6 +137,25 @@ def test_a_killed_supervisor_leaves_nothing_running(stack):
     assert _all_gone(family, 30) == []
 
 
+@pytest.mark.parametrize("part", ["postgres", "tansu"])
+def test_the_stack_stops_with_an_error_when_its_broker_or_postgres_dies(stack, part):
+    """Nothing works without them: the stack used to stay up, answering 503, for good."""
+    proc, _, family, stack_file = stack
+    [infra] = [
+        p
+        for p in family
+        if _alive(p)
+        and psutil.Process(p).name().startswith(part)
+        and psutil.Process(p).parent().pid == proc.pid
+    ]
+    os.kill(infra, signal.SIGKILL)
+    assert proc.wait(60) == 1
+    assert _all_gone(family, 30) == []
+    log = (stack_file.parent / "up.log").read_text(errors="replace")
+    name = "broker" if part == "tansu" else part
+    assert f"the embedded {name} exited with -9; stopping the stack" in log
+
+
 def _stop(proc) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
