@@ -69,7 +69,6 @@ class JobConsumer:
         max_batch: int = 1,
         max_queued: int = 64,
         pause_after_s: float = PAUSE_AFTER_S,
-        instance_id: str | None = None,
     ) -> None:
         self.group_id = group_id
         self._topic = topic
@@ -85,7 +84,6 @@ class JobConsumer:
                 group_id,
                 session_timeout_ms,
                 fetch_wait_ms,
-                instance_id,
                 **{
                     "enable.auto.commit": False,  # committed by hand once reports are acked
                     "partition.assignment.strategy": "cooperative-sticky",

@@ -296,7 +296,6 @@ def create_worker(
         # worker spares the embedded broker a fetch every 20 ms (ADR 6).
         settings.kafka_watch_fetch_wait_ms,
         max_batch=max_batch,
-        instance_id=settings.worker_id,  # static membership only under a name that lasts
     )
     return MemberProcess(
         role=spec.role,

@@ -27,7 +27,6 @@ def create_processors(settings: Settings) -> MemberProcess:
         worker_id,
         settings.kafka_session_timeout_ms,
         settings.kafka_fetch_wait_ms,
-        instance_id=settings.worker_id,  # static membership only under a name that lasts
     )
     counts = CountTables(
         bootstrap,

@@ -123,7 +123,6 @@ class TaskProcessor:
         session_timeout_ms: int = 6000,
         fetch_wait_ms: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        instance_id: str | None = None,
     ) -> None:
         self._db = db
         self._serde = serde
@@ -144,7 +143,6 @@ class TaskProcessor:
                 GROUP,
                 session_timeout_ms,
                 fetch_wait_ms,
-                instance_id,
                 **{
                     "enable.auto.commit": False,  # offsets live in Postgres with the state
                     # range keeps partition N of every input topic on the same member

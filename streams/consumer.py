@@ -65,23 +65,9 @@ def dead_letter(producer: RecordProducer, msg: Message, exc: Exception, group_id
 
 
 def group_config(
-    bootstrap: str,
-    group_id: str,
-    session_timeout_ms: int,
-    fetch_wait_ms: int,
-    instance_id: str | None = None,
-    **extra: object,
+    bootstrap: str, group_id: str, session_timeout_ms: int, fetch_wait_ms: int, **extra: object
 ) -> dict:
-    """Consumer settings every taskstream group member shares.
-
-    `instance_id`, a name unique in the group that a restarted member keeps, makes the member
-    static (KIP-345): back within the session timeout it takes its partitions straight back,
-    without a rebalance. The embedded broker (tansu) also needs it: a group whose dynamic
-    members restart a few times in quick succession is left waiting for a leader that is gone,
-    and assigns nothing ever after; static members that rejoin under their names do not
-    wedge it. The cost: a static member that stops for good keeps its partitions until its
-    session times out.
-    """
+    """Consumer settings every taskstream group member shares."""
     return {
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
@@ -89,7 +75,6 @@ def group_config(
         "session.timeout.ms": session_timeout_ms,
         "heartbeat.interval.ms": max(500, session_timeout_ms // 6),
         "fetch.wait.max.ms": fetch_wait_ms,
-        **({"group.instance.id": instance_id} if instance_id else {}),
         **extra,
     }
 

@@ -84,12 +84,7 @@ class Settings(BaseSettings):
         description="How long the API's producer tries to deliver a command to the broker before"
         " the request answers 503 (librdkafka's `message.timeout.ms`, 5 minutes by default).",
     )
-    worker_id: str | None = Field(
-        None,
-        description="This member's name, unique in its consumer group and kept across restarts:"
-        " when set, the member joins as a static member (group.instance.id). Defaults to"
-        " <role>-<hostname>-<pid>, a dynamic member. `taskstream up` names each of its own.",
-    )
+    worker_id: str | None = Field(None, description="Defaults to <role>-<hostname>-<pid>.")
 
     storage_dir: Path | None = Field(
         None, description="Root of the local object store; <data dir>/storage when unset."

@@ -166,19 +166,17 @@ class Stack:
             # The API serves the registry; everyone else reaches it over HTTP with the admin token.
             member_env["SCHEMA_REGISTRY_URL"] = self.settings.registry_url()
             member_env["SCHEMA_REGISTRY_BASIC_AUTH"] = self.settings.registry_auth() or ""
-
-        def member(name: str, *command: str) -> Child:
-            # a name that outlives restarts: the member rejoins its group as itself (static)
-            return Child(name, [*cli, *command], {**member_env, "TASKSTREAM_WORKER_ID": name})
-
+        processors = [
+            Child(
+                "processors" if i == 0 else f"processors-{i + 1}", [*cli, "processors"], member_env
+            )
+            for i in range(self.settings.processors)
+        ]
         self.children = [
             Child("api", [*cli, "api"], env),
-            *(
-                member("processors" if i == 0 else f"processors-{i + 1}", "processors")
-                for i in range(self.settings.processors)
-            ),
-            member("worker-inference", "worker", "inference"),
-            member("worker-training", "worker", "training"),
+            *processors,
+            Child("worker-inference", [*cli, "worker", "inference"], member_env),
+            Child("worker-training", [*cli, "worker", "training"], member_env),
         ]
         for child in self.children:
             child.start()
