@@ -21,16 +21,19 @@ from api.task_queries import SORTABLE, TaskFilter, public
 from api.tasks import parse_query, read_task, require_admin, task_id_of
 from api.tenancy import may_access, scope
 from processors.task_counts import aggregate, scope_of
-from state.storage import BadKey, safe_key
+from state.storage import BadKey, safe_key, task_folder
 from streams.records import TRAINING_TASK_TYPE, ErrorCategory, TaskStatus
 
 routes = web.RouteTableDef()
+MAX_PAGE_SIZE = 500
 
 
 class MonitoringQuery(BaseModel):
     # (page - 1) * page_size must fit the OFFSET Postgres takes (a bigint)
-    page: int = Field(1, ge=1, le=BIGINT_MAX // 500, description="Page number (1-indexed)")
-    page_size: int = Field(50, ge=1, le=500, description="Items per page")
+    page: int = Field(
+        1, ge=1, le=BIGINT_MAX // MAX_PAGE_SIZE, description="Page number (1-indexed)"
+    )
+    page_size: int = Field(50, ge=1, le=MAX_PAGE_SIZE, description="Items per page")
     status: TaskStatus | None = None
     task_type: TaskType | None = None
     provider_type: str | None = None
@@ -247,10 +250,11 @@ MEDIA_INPUTS = (
 MEDIA_OUTPUTS = ("result_image_path", "refined_image_path", "result_video_path")
 
 
-async def _media(name: str, value: Any, request: web.Request) -> MediaItem | None:
+async def _media(name: str, value: Any, request: web.Request, own: str) -> MediaItem | None:
     """A media item for a stored path or an http(s) URL; inline base64 has no URL, and a
     stored path the caller may not read (a user can write any path into its own task's
-    fields) gets no signed URL."""
+    fields) gets no signed URL. Paths under `own`, the task's folder, need no check: the
+    caller has just read the task."""
     if not isinstance(value, str) or not value:
         return None
     kind = "video" if "video" in name else "image"
@@ -261,7 +265,7 @@ async def _media(name: str, value: Any, request: web.Request) -> MediaItem | Non
         safe_key(value)
     except BadKey:
         return None
-    if not await may_access(request, value):
+    if not value.startswith(own) and not await may_access(request, value):
         return None
     return MediaItem(media_type=kind, name=name, path=value, url=signed_url(request, value))
 
@@ -271,15 +275,18 @@ async def _media(name: str, value: Any, request: web.Request) -> MediaItem | Non
 async def get_task_media(request: web.Request) -> web.Response:
     """Input and output media URLs for a task, usable directly in `<img>` or `<video>`:
     signed storage URLs (an hour), or the http(s) URL an input came from."""
-    task = public(await read_task(request, task_id_of(request)))
+    row = await read_task(request, task_id_of(request))
+    task, own = public(row), task_folder(row["task_type"], row["id"]) + "/"
     inputs: list[MediaItem] = []
     for name in MEDIA_INPUTS:
         values = task.get(name)
         for i, value in enumerate(values if isinstance(values, list) else [values]):
             label = f"{name.removesuffix('s')}_{i}" if isinstance(values, list) else name
-            if (item := await _media(label, value, request)) is not None:
+            if (item := await _media(label, value, request, own)) is not None:
                 inputs.append(item)
-    outputs = [m for n in MEDIA_OUTPUTS if (m := await _media(n, task.get(n), request)) is not None]
+    outputs = [
+        m for n in MEDIA_OUTPUTS if (m := await _media(n, task.get(n), request, own)) is not None
+    ]
     inputs = list({(m.name, m.path): m for m in inputs}.values())  # aliases name one image twice
     body = TaskMediaResponse(task_id=task["id"], inputs=inputs, outputs=outputs)
     return json_response(body.model_dump(mode="json"))
