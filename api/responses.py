@@ -18,8 +18,12 @@ def json_response(
     return web.json_response(data, status=status, headers=headers, dumps=jsonio.dumps)
 
 
-def field_error(loc: list[str | int], msg: str, kind: str) -> web.HTTPUnprocessableEntity:
+def problem(exc_type: type[web.HTTPException], detail: Any, **kwargs: Any) -> web.HTTPException:
+    """An HTTP error whose JSON body says what is wrong: `{"detail": detail}`."""
+    return exc_type(text=json.dumps({"detail": detail}), content_type="application/json", **kwargs)
+
+
+def field_error(loc: list[str | int], msg: str, kind: str) -> web.HTTPException:
     """422 with FastAPI's `HTTPValidationError` body for one field:
     `{"detail": [{"loc", "msg", "type"}]}`."""
-    body = {"detail": [{"loc": loc, "msg": msg, "type": kind}]}
-    return web.HTTPUnprocessableEntity(text=json.dumps(body), content_type="application/json")
+    return problem(web.HTTPUnprocessableEntity, [{"loc": loc, "msg": msg, "type": kind}])

@@ -24,7 +24,7 @@ from api.commands import CommandNotSent, CommandTooLarge
 from api.field_types import Offset
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
 from api.openapi import documented
-from api.responses import field_error, json_response
+from api.responses import field_error, json_response, problem
 from api.task_bodies import NUL_MESSAGE, has_nul
 from api.task_models import (
     CREATE_BODY,
@@ -81,15 +81,13 @@ class ListQuery(BaseModel):
     include_deleted: bool = False
 
 
-def validation_error(exc: ValidationError, where: str) -> web.HTTPUnprocessableEntity:
+def validation_error(exc: ValidationError, where: str) -> web.HTTPException:
     """FastAPI's `HTTPValidationError` body: {"detail": [{"loc", "msg", "type"}]}."""
     detail = [
         {"loc": [where, *e["loc"]], "msg": e["msg"], "type": e["type"]}
         for e in exc.errors(include_url=False, include_context=False)
     ]
-    return web.HTTPUnprocessableEntity(
-        text=json.dumps({"detail": detail}), content_type="application/json"
-    )
+    return problem(web.HTTPUnprocessableEntity, detail)
 
 
 async def parse_body(request: web.Request, adapter: TypeAdapter | type[BaseModel]) -> Any:
@@ -121,23 +119,13 @@ def task_id_of(request: web.Request) -> uuid.UUID:
         ) from None
 
 
-def problem(exc_type: type[web.HTTPException], detail: str, **kwargs: Any) -> web.HTTPException:
-    """An HTTP error whose JSON body says what is wrong: `{"detail": detail}`."""
-    return exc_type(text=json.dumps({"detail": detail}), content_type="application/json", **kwargs)
-
-
 def require_admin(request: web.Request) -> None:
     if not request[PRINCIPAL].is_admin:
-        raise web.HTTPForbidden(
-            text=json.dumps({"detail": "this route needs an admin token"}),
-            content_type="application/json",
-        )
+        raise problem(web.HTTPForbidden, "this route needs an admin token")
 
 
-def not_found(task_id: uuid.UUID) -> web.HTTPNotFound:
-    return web.HTTPNotFound(
-        text=json.dumps({"detail": f"task {task_id} not found"}), content_type="application/json"
-    )
+def not_found(task_id: uuid.UUID) -> web.HTTPException:
+    return problem(web.HTTPNotFound, f"task {task_id} not found")
 
 
 async def read_task(
@@ -225,10 +213,7 @@ def creating_tenant(request: web.Request, origin_tenant_id: str | None) -> str |
     for admins the body's `origin_tenant_id`."""
     tenant = scope(request)
     if tenant is not None and origin_tenant_id not in (None, tenant):
-        raise web.HTTPForbidden(
-            text=json.dumps({"detail": "cannot create tasks for another tenant"}),
-            content_type="application/json",
-        )
+        raise problem(web.HTTPForbidden, "cannot create tasks for another tenant")
     return tenant if tenant is not None else origin_tenant_id
 
 
