@@ -3,8 +3,9 @@
 URLs are fetched with a size cap, a timeout and a content check, and hosts that resolve to
 private, loopback or link-local addresses are refused unless the worker allows them (a task
 must not be a way to read the cluster's internal services), at every redirect too: a public
-URL that redirects to an internal one is refused like the internal one. Every failure is a `ValueError`,
-so the task fails at once with a VALIDATION error instead of being retried.
+URL that redirects to an internal one is refused like the internal one. A reference is a
+storage path when `state.storage.stored_key` says so. Every failure is a `ValueError`, so
+the task fails at once with a VALIDATION error instead of being retried.
 """
 
 from __future__ import annotations
