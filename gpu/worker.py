@@ -96,7 +96,7 @@ class JobRunner:
         worker_id: str,
         producer: RecordProducer,
         executors: dict[str, Executor],
-        cancelled: Callable[[UUID], bool] = lambda task_id: False,
+        cancelled: Callable[[UUID], bool] = lambda job_id: False,  # by job id
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
     ) -> None:
@@ -141,7 +141,7 @@ class JobRunner:
                     error_message=f"no executor for provider {_provider(job)!r} on worker"
                     f" {self._worker_id}",
                 )
-            elif self._wait_backoff(job) and not self._cancelled(job.task_id):
+            elif self._wait_backoff(job) and not self._cancelled(job.job_id):
                 runnable.append(job)
             # else: cancelled while queued, nothing to run and nothing to report
         if not runnable:
@@ -170,7 +170,7 @@ class JobRunner:
         delay = min(self._max_backoff_s, self._backoff_s * 2 ** (job.attempt - 2))
         due = job.enqueued_at.timestamp() + delay
         while (left := due - time.time()) > 0:
-            if self._cancelled(job.task_id):
+            if self._cancelled(job.job_id):
                 return False
             time.sleep(min(0.05, left))
         return True
@@ -213,7 +213,7 @@ class JobRunner:
                 )
 
         return JobContext(
-            should_stop=lambda: self._cancelled(job.task_id), progress=status, status=status
+            should_stop=lambda: self._cancelled(job.job_id), progress=status, status=status
         )
 
     def _report(self, job: Job, status: TaskStatus, **fields: object) -> None:

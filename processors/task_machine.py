@@ -44,6 +44,7 @@ from streams.records import (
     EventType,
     InferenceJob,
     InferenceStatusEvent,
+    JobCancelled,
     PreprocessingStatusEvent,
     Record,
     RetryTask,
@@ -58,7 +59,7 @@ from streams.records import (
     WorkerReport,
     body_too_large,
 )
-from streams.topics import INFERENCE_JOBS, TRAINING_JOBS, TopicSpec
+from streams.topics import INFERENCE_JOBS, TASK_CANCELLATIONS, TRAINING_JOBS, TopicSpec
 
 TRAINING = TRAINING_TASK_TYPE
 MAX_RETRIES = 2  # automatic retries of retryable failures, before the fallback provider
@@ -149,7 +150,7 @@ def handle(state: TaskState | None, message: Message, now: datetime) -> Decision
             DeleteTask: _delete,
             CleanupTask: _cleanup,
         }[type(message)]
-        return handler(state, message, now)
+        return _stopping_job(state, handler(state, message, now), now)
     except Malformed as exc:
         return _rejected(state, message, now, 422, str(exc))
 
@@ -306,7 +307,10 @@ def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
     starts_attempt = new_status == TaskStatus.PENDING and state.status != TaskStatus.PENDING
     if (field_changes or starts_attempt) and (why := _too_large(fields)):
         return _rejected(state, cmd, now, 413, why)
-    new = _advance(state, now, fields=fields, **columns)
+    if starts_attempt:  # a retry by hand, as RetryTask is: a fresh attempt, counted
+        new = _requeue(state, now, fields=fields, **columns)
+    else:
+        new = _advance(state, now, fields=fields, **columns)
     events: list[Record] = []
     if changes:
         events.append(
@@ -323,7 +327,6 @@ def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
         new = _with_status(new, new_status, now)
         events.append(_status_event(new, now))
         if starts_attempt:
-            new = replace(new, attempt=new.attempt + 1)
             jobs = (job(new, now),)
     return Decision(new, tuple(events), jobs, _applied(cmd, new, now))
 
@@ -357,10 +360,29 @@ def _cleanup(state: TaskState, cmd: CleanupTask, now: datetime) -> Decision:
     return Decision(new, (*stopped, gone), outcome=_applied(cmd, new, now))
 
 
+def _stopping_job(before: TaskState, decision: Decision, now: datetime) -> Decision:
+    """`decision`, telling the workers to stop the job of the attempt it ended, if any: a
+    command that cancels, deletes, cleans up, finishes or requeues an active task leaves its
+    job running on a worker for nothing (its reports are dropped). The `JobCancelled` names
+    the job, not the task, so the task's next attempt still runs."""
+    after = decision.state
+    if before.status not in ACTIVE or (
+        after is not None and after.status in ACTIVE and after.attempt == before.attempt
+    ):
+        return decision
+    stop = JobCancelled(
+        job_id=job_id(before.task_id, before.attempt),
+        task_id=before.task_id,
+        attempt=before.attempt,
+        cancelled_at=now,
+    )
+    return replace(decision, jobs=(stop, *decision.jobs))
+
+
 def _stop(state: TaskState, now: datetime) -> tuple[TaskState, tuple[Record, ...]]:
-    """A PENDING or EXECUTING task that is deleted or cleaned up is cancelled first: its
-    CANCELLED event reaches the workers' cancellation watch, so the job stops instead of
-    running on and storing files after they were removed."""
+    """A PENDING or EXECUTING task that is deleted or cleaned up is cancelled first, and its
+    job stopped (`_stopping_job`) instead of running on and storing files after they were
+    removed."""
     if state.status not in ACTIVE:
         return state, ()
     cancelled = _advance(state, now, status=TaskStatus.CANCELLED, completed_at=now)
@@ -461,18 +483,19 @@ def _with_status(state: TaskState, status: TaskStatus, now: datetime) -> TaskSta
 
 
 def _requeue(state: TaskState, now: datetime, **changes: Any) -> TaskState:
-    return _advance(
-        state,
-        now,
-        status=TaskStatus.PENDING,
-        retry_count=state.retry_count + 1,
-        attempt=state.attempt + 1,
-        progress=0.0,
-        started_at=None,
-        completed_at=None,
-        error_category=None,
-        **{"error_message": None, **changes},
-    )
+    """`state` back to PENDING for a new attempt, counted as a retry; `changes` (an update's
+    columns, a report's error) win over the resets."""
+    fresh = {
+        "status": TaskStatus.PENDING,
+        "retry_count": state.retry_count + 1,
+        "attempt": state.attempt + 1,
+        "progress": 0.0,
+        "started_at": None,
+        "completed_at": None,
+        "error_category": None,
+        "error_message": None,
+    }
+    return _advance(state, now, **{**fresh, **changes})
 
 
 def _envelope(state: TaskState, now: datetime, event_type: EventType) -> dict[str, Any]:
@@ -584,8 +607,11 @@ def _too_large(fields: dict[str, Any]) -> str | None:
     return body_too_large(size) if size > TASK_BODY_MAX_BYTES else None
 
 
-def job_topic(record: InferenceJob | TrainingJob) -> TopicSpec:
-    """The topic a job goes to: training jobs have their own consumer group."""
+def job_topic(record: InferenceJob | TrainingJob | JobCancelled) -> TopicSpec:
+    """The topic a job record goes to: training jobs have their own consumer group, and
+    every worker watches `tasks.cancellations` for jobs to stop."""
+    if isinstance(record, JobCancelled):
+        return TASK_CANCELLATIONS
     return TRAINING_JOBS if isinstance(record, TrainingJob) else INFERENCE_JOBS
 
 

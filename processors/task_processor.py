@@ -20,8 +20,9 @@ read). Under steady load a batch is then one round trip: its write.
 After commit the outbox rows are produced without waiting; each acknowledged row is deleted
 by the next batch's write, and a delivery failure stops the member. Leftovers from a crash
 are published when the partition is next assigned, so every row is published at least
-once, in order. A CANCELLED `TaskStatusEvent` also goes to `tasks.cancellations`, which the
-workers' cancellation watches follow instead of every task event.
+once, in order. A `JobCancelled` (a job its attempt's end left running) goes to
+`tasks.cancellations`, which the workers' cancellation watches follow instead of every task
+event.
 
 A crash at any point therefore loses nothing and applies nothing twice: state and offsets
 commit together, and a record published twice carries the same ids and versions.
@@ -53,15 +54,12 @@ from streams.records import (
     InferenceJob,
     Record,
     TaskCountsDelta,
-    TaskStatus,
-    TaskStatusEvent,
     TrainingJob,
     WorkerReport,
 )
 from streams.serde import AvroSerde, SerializationError
 from streams.topics import (
     INFERENCE_STATUS,
-    TASK_CANCELLATIONS,
     TASK_COMMANDS,
     TASK_COUNTS,
     TASK_EVENTS,
@@ -302,8 +300,6 @@ class TaskProcessor:
             for event in decision.events:
                 value = self._serde.serialize(event)
                 rows.append((partition, TASK_EVENTS.name, key, value))
-                if isinstance(event, TaskStatusEvent) and event.status == TaskStatus.CANCELLED:
-                    rows.append((partition, TASK_CANCELLATIONS.name, key, value))
             for job in decision.jobs:
                 rows.append((partition, job_topic(job).name, key, self._serde.serialize(job)))
             if decision.outcome is not None:

@@ -276,6 +276,18 @@ class TrainingJob(Record):
     enqueued_at: datetime
 
 
+class JobCancelled(Record):
+    """A job its worker must stop, or skip if it has not started: its attempt ended while
+    active (the task was cancelled, deleted or requeued). Keyed by the job, not the task, so
+    a later attempt of the same task runs."""
+
+    avro_name: ClassVar[str] = "taskstream.jobs.JobCancelled"
+    job_id: UUID
+    task_id: UUID
+    attempt: int = 1
+    cancelled_at: datetime
+
+
 # --- workers ---------------------------------------------------------------------------
 
 

@@ -47,8 +47,8 @@ WEBHOOK_RETRY = TopicSpec("webhooks.retry", key="event_id", partitions=3)
 # One TaskCountsDelta per batch of the task processor, to the partition it came from.
 TASK_COUNTS = TopicSpec("tasks.counts", key="partition", partitions=6)
 MONITORING_STATS = TopicSpec("monitoring.stats", key="partition", partitions=1, compacted=True)
-# The CANCELLED TaskStatusEvents again, for the workers' cancellation watches: tasks.events
-# carries ~6 records per task, which every worker would otherwise fetch and sift.
+# JobCancelled records for the workers' cancellation watches, which would otherwise fetch
+# and sift tasks.events (~6 records per task) for the few jobs to stop.
 TASK_CANCELLATIONS = TopicSpec(
     "tasks.cancellations", key="task_id", partitions=6, retention_ms=24 * 3600 * 1000
 )

@@ -17,10 +17,11 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from openapi_spec_validator import validate
 
 from api.tasks import _IDEMPOTENCY_NAMESPACE
-from processors.task_machine import MAX_RETRIES
+from processors.task_machine import MAX_RETRIES, job_id
 from streams.records import (
     TASK_BODY_MAX_BYTES,
     CreateTask,
+    JobCancelled,
     TaskCreatedEvent,
     TaskStatusEvent,
     WorkerReport,
@@ -165,7 +166,7 @@ def test_cancel_running_stops_the_job_and_a_second_cancel_conflicts(running_api,
     wait_status(api, quick["id"], {"COMPLETED"}, timeout=10)
     assert time.monotonic() - started < 5
     assert wait_status(api, created["id"], {"CANCELLED"})["status"] == "CANCELLED"
-    # what the worker's watch read: the cancellation alone, not the task's other events
+    # what the worker's watch read: the job to stop, not the task's events
     registry = HttpSchemaRegistry(api.url + "/schema-registry", f"admin:{api.admin_token}")
     serde = AvroSerde(registry, load_catalog())
     watched = [
@@ -174,9 +175,30 @@ def test_cancel_running_stops_the_job_and_a_second_cancel_conflicts(running_api,
         if m.key().decode() == created["id"]
     ]
     registry.close()
-    assert [(type(e).__name__, str(e.status)) for e in watched] == [
-        ("TaskStatusEvent", "CANCELLED")
+    task_id = uuid.UUID(created["id"])
+    assert [(type(e), e.job_id, e.attempt) for e in watched] == [
+        (JobCancelled, job_id(task_id, 1), 1)
     ]
+
+
+def test_a_cancelled_task_put_back_to_pending_runs_again(running_api):
+    """The cancellation stops the job of the attempt it ended, not the task: the retry's
+    job runs (the workers once skipped every later job of a cancelled task, and the task
+    stayed PENDING for good)."""
+    api = running_api
+    _, created = api.call(
+        "POST", "/api/v1/tasks/", echo_task(provider_config={"delay_ms": 2_000}), api.admin_token
+    )
+    wait_status(api, created["id"], {"EXECUTING"})
+    status, _ = api.call("POST", f"/api/v1/tasks/{created['id']}/cancel", token=api.admin_token)
+    assert status == 200
+    status, requeued = api.call(
+        "PUT", f"/api/v1/tasks/{created['id']}", {"status": "PENDING"}, api.admin_token
+    )
+    assert status == 200 and requeued["status"] in {"PENDING", "EXECUTING"}
+    assert requeued["retry_count"] == 1 and requeued["completed_at"] is None
+    done = wait_status(api, created["id"], {"COMPLETED"}, timeout=20)
+    assert done["retry_count"] == 1 and done["progress"] == 100.0
 
 
 def test_failures_are_retried_then_failed_with_the_reason(running_api):

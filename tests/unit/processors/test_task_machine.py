@@ -20,6 +20,7 @@ from streams.records import (
     ErrorCategory,
     InferenceJob,
     InferenceStatusEvent,
+    JobCancelled,
     RetryTask,
     TaskCreatedEvent,
     TaskDeleted,
@@ -129,6 +130,59 @@ def test_cancel_pending_or_running_but_not_finished(pending):
     assert again.outcome.outcome == CommandOutcomeKind.REJECTED and again.outcome.status_code == 409
     assert "cannot cancel a CANCELLED task" in again.outcome.reason
     assert again.state == d.state and again.events == ()
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes"),
+    [
+        (CancelTask, None),
+        (UpdateTask, '{"status": "CANCELLED"}'),
+        (UpdateTask, '{"status": "COMPLETED"}'),
+        (UpdateTask, '{"status": "FAILED"}'),
+    ],
+)
+def test_a_command_that_ends_an_attempt_stops_its_job(pending, kind, changes):
+    running = handle(pending, report(pending, TaskStatus.EXECUTING), at(1)).state
+    extra = {"changes_json": changes} if changes else {}
+    d = handle(running, command(kind, **extra), at(2))
+    assert d.jobs == (JobCancelled(job_id=job_id(TASK, 1), task_id=TASK, cancelled_at=at(2)),)
+
+
+def test_commands_that_leave_the_attempt_running_stop_nothing(pending):
+    d = handle(pending, command(UpdateTask, changes_json='{"priority": 3}'), at(1))
+    assert d.state.status == TaskStatus.PENDING and d.jobs == ()
+    done = handle(pending, report(pending, TaskStatus.COMPLETED, result_json="{}"), at(1)).state
+    assert handle(done, command(CleanupTask), at(2)).jobs == ()
+    # a worker's own failure ends its job already
+    failed = handle(pending, report(pending, TaskStatus.FAILED, retryable=True), at(1))
+    assert [type(j) for j in failed.jobs] == [InferenceJob]
+
+
+@pytest.mark.parametrize("start", [TaskStatus.CANCELLED, TaskStatus.FAILED])
+def test_an_update_back_to_pending_is_a_retry(pending, start):
+    """PUT {"status": "PENDING"} on a finished task starts a fresh attempt, as RetryTask
+    does: the last attempt's times, progress and error are gone, and it counts."""
+    running = handle(pending, report(pending, TaskStatus.EXECUTING, progress=40.0), at(1)).state
+    if start == TaskStatus.CANCELLED:
+        ended = handle(running, command(CancelTask), at(2)).state
+    else:
+        ended = handle(running, report(running, TaskStatus.FAILED, error_message="x"), at(2)).state
+    d = handle(ended, command(UpdateTask, changes_json='{"status": "PENDING"}'), at(3))
+    state = d.state
+    assert (state.status, state.retry_count, state.attempt) == (TaskStatus.PENDING, 1, 2)
+    assert (state.started_at, state.completed_at, state.progress) == (None, None, 0.0)
+    assert state.error_message is None and state.error_category is None
+    assert [(type(j), j.job_id) for j in d.jobs] == [(InferenceJob, job_id(TASK, 2))]
+    assert d.events[-1].status == TaskStatus.PENDING and d.events[-1].completed_at is None
+
+
+def test_requeueing_a_running_task_stops_its_job_and_dispatches_the_next(pending):
+    running = handle(pending, report(pending, TaskStatus.EXECUTING), at(1)).state
+    d = handle(running, command(UpdateTask, changes_json='{"status": "PENDING"}'), at(2))
+    assert [(type(j), j.job_id) for j in d.jobs] == [
+        (JobCancelled, job_id(TASK, 1)),
+        (InferenceJob, job_id(TASK, 2)),
+    ]
 
 
 def test_a_report_after_cancel_is_dropped(pending):
@@ -359,10 +413,11 @@ def test_deleting_a_running_task_cancels_it_first_so_its_worker_stops(pending, k
     running = handle(pending, report(pending, TaskStatus.EXECUTING), at(1)).state
     d = handle(running, command(kind), at(2))
     cancelled, gone = d.events
-    # the CANCELLED event is what the workers' cancellation watch follows
     assert isinstance(cancelled, TaskStatusEvent) and cancelled.status == TaskStatus.CANCELLED
     assert isinstance(gone, TaskDeleted) and gone.version == running.version + 2
-    assert d.outcome.outcome == CommandOutcomeKind.APPLIED and d.jobs == ()
+    assert d.outcome.outcome == CommandOutcomeKind.APPLIED
+    # what the workers' cancellation watch follows: the running attempt's job
+    assert d.jobs == (JobCancelled(job_id=job_id(TASK, 1), task_id=TASK, cancelled_at=at(2)),)
     if kind is CleanupTask:
         assert d.state.status == TaskStatus.CANCELLED and d.state.is_deleted
     # its worker's last report changes nothing
