@@ -290,9 +290,9 @@ async def get_generation_task(request: web.Request) -> web.Response:
 )
 async def update_generation_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
-    await read_task(request, task_id, TaskType.GENERATION)
+    row = await read_task(request, task_id, TaskType.GENERATION)
     body = await parse_body(request, GenerationTaskUpdate)
-    return await _update(request, task_id, body, TaskType.GENERATION)
+    return await _update(request, row, body, TaskType.GENERATION)
 
 
 @routes.post("/api/v1/tasks/generation/{task_id}/cancel")
@@ -342,10 +342,9 @@ async def get_task(request: web.Request) -> web.Response:
 @routes.put("/api/v1/tasks/{task_id}")
 @documented("Update Task", "tasks", body=_ANY_UPDATE, response=TASK_PUBLIC)
 async def update_task(request: web.Request) -> web.Response:
-    task_id = task_id_of(request)
-    row = await read_task(request, task_id)
+    row = await read_task(request, task_id_of(request))
     body = await parse_body(request, UPDATE_MODELS[TaskType(row["task_type"])])
-    return await _update(request, task_id, body, None)
+    return await _update(request, row, body, None)
 
 
 @routes.delete("/api/v1/tasks/{task_id}")
@@ -393,9 +392,18 @@ async def cancel_task(request: web.Request) -> web.Response:
 
 
 async def _update(
-    request: web.Request, task_id: uuid.UUID, body: BaseModel, task_type: TaskType | None
+    request: web.Request, row: dict, body: BaseModel, task_type: TaskType | None
 ) -> web.Response:
+    task_id = row["id"]
     changes = body.model_dump(mode="json", exclude_unset=True)
+    # The worker updates' origin_tenant_id may restate the tenant, never move the task: its
+    # files and its visibility belong to the tenant that created it.
+    if changes.pop("origin_tenant_id", row["tenant"]) != row["tenant"]:
+        raise field_error(
+            ["body", "origin_tenant_id"],
+            f"a task stays with the tenant that created it ({row['tenant']!r})",
+            "tenant_fixed",
+        )
     if not changes:
         return json_response(public(await read_task(request, task_id, task_type)))
     command = UpdateTask(

@@ -280,6 +280,27 @@ def test_tenants_see_only_their_own_tasks(running_api):
     assert task["id"] not in {t["id"] for t in api.call("GET", "/api/v1/tasks/", token=globex)[1]}
 
 
+@pytest.mark.parametrize(
+    ("task_type", "route"),
+    [("GENERATION", "/api/v1/tasks/generation/{}"), ("LLM_INTERACTION", "/api/v1/tasks/{}")],
+)
+def test_an_update_cannot_move_a_task_to_another_tenant(running_api, task_type, route):
+    """The seed's worker updates carry origin_tenant_id: a change of tenant is refused (it
+    was answered 200 and silently ignored), restating the tenant is fine."""
+    api = running_api
+    acme = api.call("POST", "/api/v1/admin/tokens", {"tenant": "acme"}, api.admin_token)[1]["token"]
+    _, task = api.call("POST", "/api/v1/tasks/", echo_task(task_type=task_type), acme)
+    for token in (acme, api.admin_token):
+        status, body = api.call("PUT", route.format(task["id"]), {"origin_tenant_id": "x"}, token)
+        assert status == 422, body
+        assert body["detail"][0]["loc"] == ["body", "origin_tenant_id"]
+        assert "stays with the tenant that created it ('acme')" in body["detail"][0]["msg"]
+    status, body = api.call(
+        "PUT", route.format(task["id"]), {"origin_tenant_id": "acme", "priority": 4}, acme
+    )
+    assert status == 200 and (body["origin_tenant_id"], body["priority"]) == ("acme", 4)
+
+
 def test_list_filters_and_newest_first(running_api):
     api = running_api
     ids = [
