@@ -153,8 +153,8 @@ def _where(f: TaskFilter) -> tuple[sql.Composable, list[Any]]:
         conditions.append(sql.SQL("created_at < %s"))
         params.append(f.created_before)
     if f.id_prefix:
-        conditions.append(sql.SQL("id::text LIKE %s"))
-        params.append(f.id_prefix.lower().replace("%", "").replace("_", "") + "%")
+        conditions.append(sql.SQL("starts_with(id::text, %s)"))  # no LIKE wildcards
+        params.append(f.id_prefix.lower())
     if not f.include_deleted:
         conditions.append(sql.SQL("NOT is_deleted"))
     return (sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("TRUE")), params

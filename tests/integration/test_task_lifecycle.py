@@ -516,6 +516,16 @@ def test_monitoring_lists_with_totals_duration_and_search(running_api):
         "GET", f"/api/v1/monitoring/tasks?search={ids[1][:8]}", token=api.admin_token
     )
     assert ids[1] in [i["id"] for i in found["items"]]
+    # the search is a plain prefix: SQL wildcards match nothing, upper case matches
+    for wildcard in ("%25", "_", ids[1][:4] + "%25"):
+        _, none = api.call(
+            "GET", f"/api/v1/monitoring/tasks?search={wildcard}", token=api.admin_token
+        )
+        assert none["total"] == 0, wildcard
+    _, upper = api.call(
+        "GET", f"/api/v1/monitoring/tasks?search={ids[1][:8].upper()}", token=api.admin_token
+    )
+    assert ids[1] in [i["id"] for i in upper["items"]]
     assert (
         api.call("GET", "/api/v1/monitoring/tasks?sort_by=nonsense", token=api.admin_token)[0]
         == 422
