@@ -2,8 +2,11 @@
 
 URLs are fetched with a size cap, a timeout and a content check, and hosts that resolve to
 private, loopback or link-local addresses are refused unless the worker allows them (a task
-must not be a way to read the cluster's internal services), at every redirect too: a public
-URL that redirects to an internal one is refused like the internal one. A reference is a
+must not be a way to read the cluster's internal services). The check is made on the
+address the connection then uses, so a name that resolves to a public address for the check
+and to an internal one for the connection (DNS rebinding) gets nowhere, and it is made on
+every connection, so a public URL that redirects to an internal one is refused too. Fetches
+ignore proxy settings: through a proxy the check would see the proxy, not the target. A reference is a
 storage path when `state.storage.stored_key` says so. Every failure is a `ValueError`, so
 the task fails at once with a VALIDATION error instead of being retried.
 """
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import http.client
 import io
 import ipaddress
 import socket
@@ -78,12 +83,14 @@ def _b64(payload: str, policy: FetchPolicy) -> bytes:
 
 
 def _fetch(url: str, policy: FetchPolicy) -> bytes:
-    host = urlparse(url).hostname
-    if not host:
+    if not urlparse(url).hostname:
         raise ValueError(f"URL {url!r} has no host")
-    if not policy.allow_private:
-        _refuse_private(host)
-    opener = urllib.request.build_opener(_CheckedRedirects(policy))
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        _CheckedHTTP(policy),
+        _CheckedHTTPS(policy),
+        _CheckedRedirects(),
+    )
     try:
         with opener.open(url, timeout=policy.timeout_s) as resp:
             kind = resp.headers.get_content_type()
@@ -98,31 +105,79 @@ def _fetch(url: str, policy: FetchPolicy) -> bytes:
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to an http(s) URL the policy would fetch directly."""
-
-    def __init__(self, policy: FetchPolicy) -> None:
-        self._policy = policy
+    """Follows redirects to http(s) URLs only (urllib would follow one to ftp too); the
+    connection to the new host is checked like the first."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         target = urlparse(newurl)
         if target.scheme not in ("http", "https"):
             raise ValueError(f"{req.full_url} redirects to {target.scheme!r}, not http(s)")
-        if not self._policy.allow_private:
-            try:
-                _refuse_private(target.hostname or "")
-            except ValueError as exc:
-                raise ValueError(f"{req.full_url} redirects to {newurl}: {exc}") from None
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _refuse_private(host: str) -> None:
+class _CheckedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, policy: FetchPolicy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def http_open(self, req):
+        return self.do_open(_checked(http.client.HTTPConnection, self._policy), req)
+
+
+class _CheckedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, policy: FetchPolicy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def https_open(self, req):
+        connection = _checked(http.client.HTTPSConnection, self._policy)
+        return self.do_open(connection, req, context=self._context)
+
+
+def _checked(connection_class: type, policy: FetchPolicy):
+    """A factory of `connection_class` connections that open their socket with `_connect`
+    (http.client opens every socket through the connection's `_create_connection`)."""
+
+    def make(host: str, **kwargs: object) -> http.client.HTTPConnection:
+        connection = connection_class(host, **kwargs)
+        connection._create_connection = functools.partial(_connect, policy=policy)
+        return connection
+
+    return make
+
+
+def _connect(
+    address: tuple[str, int], timeout: float | None, source_address=None, *, policy: FetchPolicy
+) -> socket.socket:
+    """A socket connected to `address`'s host at an address that passed the check: the one
+    lookup serves both, so the check holds for the connection it guards."""
+    host, port = address
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ValueError(f"cannot resolve {host}: {exc}") from exc
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if not ip.is_global:
-            raise ValueError(
-                f"{host} resolves to non-public address {ip}; private networks are refused"
-            )
+    if not policy.allow_private:
+        for *_, sockaddr in infos:
+            _refuse_private(host, sockaddr[0])
+    error: OSError = OSError(f"{host} has no address")
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:  # what http.client passes unset
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
+def _refuse_private(host: str, address: str) -> None:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if not ip.is_global:
+        raise ValueError(
+            f"{host} resolves to non-public address {ip}; private networks are refused"
+        )

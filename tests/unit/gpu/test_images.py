@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.server
 import io
+import socket
 import threading
 from collections.abc import Iterator
 
@@ -105,17 +106,41 @@ def server(png) -> Iterator[str]:
 
 def test_a_redirect_is_held_to_the_same_rules_as_the_url(server, store, monkeypatch):
     # stand-ins: 127.0.0.1 plays a public host, `localhost` an internal one
-    def refuse_localhost(host: str) -> None:
+    def refuse_localhost(host: str, address: str) -> None:
         if host == "localhost":
-            raise ValueError(f"{host} resolves to non-public address 127.0.0.1")
+            raise ValueError(f"{host} resolves to non-public address {address}")
 
     monkeypatch.setattr(images, "_refuse_private", refuse_localhost)
     assert load_image(f"{server}/a.png", store, FetchPolicy()).size == (4, 2)
-    with pytest.raises(
-        ValueError, match=r"/hop redirects to http://localhost:\d+/a.png: localhost"
-    ):
+    with pytest.raises(ValueError, match="localhost resolves to non-public address"):
         load_image(f"{server}/hop", store, FetchPolicy())
     with pytest.raises(ValueError, match="redirects to 'ftp', not http"):
         load_image(f"{server}/ftp", store, FetchPolicy())
     # a worker that allows private hosts follows the redirect
     assert load_image(f"{server}/hop", store, FetchPolicy(allow_private=True)).size == (4, 2)
+
+
+def test_the_address_checked_is_the_address_connected_to(server, store, monkeypatch):
+    """DNS rebinding: a name that resolves to a public address for the check and to an
+    internal one a moment later must not reach the internal one. Stand-ins: 127.0.0.2 plays
+    the public address (nothing listens there), 127.0.0.1 the internal service."""
+    port = int(server.rsplit(":", 1)[1])
+    real = socket.getaddrinfo
+    lookups = []
+
+    def rebinding(host, *args, **kwargs):
+        if host != "rebind.example":
+            return real(host, *args, **kwargs)
+        lookups.append(host)
+        address = "127.0.0.2" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    def refuse_only_127_0_0_1(host: str, address: str) -> None:
+        if address == "127.0.0.1":
+            raise ValueError(f"{host} resolves to non-public address {address}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(images, "_refuse_private", refuse_only_127_0_0_1)
+    with pytest.raises(ValueError, match="cannot fetch .*Connection refused"):
+        load_image(f"http://rebind.example:{port}/a.png", store, FetchPolicy(timeout_s=2))
+    assert lookups == ["rebind.example"], "one lookup serves the check and the connection"
