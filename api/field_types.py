@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, ConfigDict, Field
 
@@ -45,3 +46,23 @@ BIGINT_MAX = 2**63 - 1
 Int32 = Annotated[int, Field(ge=-(2**31), le=INT32_MAX)]
 Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Offset = Annotated[int, Field(ge=0, le=BIGINT_MAX, description="Number of items to skip")]
+
+
+def _http_url(value: str) -> str:
+    """`value` unchanged if it is an http(s) URL with a host ("" too: the seed's training
+    default for none); ValueError saying why not otherwise. Whether the host may be called is
+    for the sender to decide when it calls, as names resolve differently over time."""
+    if value == "":
+        return value
+    parts = urlsplit(value)  # raises ValueError for a malformed IPv6 host
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host, such as https://example.com/hook")
+    parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    return value
+
+
+WebhookUrl = Annotated[
+    str,
+    Field(max_length=2048, description="http(s) URL called as the task changes"),
+    AfterValidator(_http_url),
+]

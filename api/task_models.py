@@ -15,7 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from api.field_types import STRICT, Count32, Int32, JsonObject, JsonValue
+from api.field_types import STRICT, Count32, Int32, JsonObject, JsonValue, WebhookUrl
 from streams.records import ErrorCategory, TaskStatus
 
 
@@ -62,7 +62,7 @@ class _CreateBase(_Strict):
         None, max_length=255, description="Tenant; user tokens always create in their own tenant."
     )
     origin_reference: str | None = Field(None, max_length=1024)
-    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_url: WebhookUrl | None = None
     provider_type: str | None = Field(
         None, max_length=64, description="Executor to run on; the local one when unset."
     )

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, model_validator
 
-from api.field_types import STRICT, JsonObject
+from api.field_types import STRICT, JsonObject, WebhookUrl
 
 
 class TrainingStatus(StrEnum):
@@ -74,7 +74,7 @@ class TrainingTaskCreate(BaseModel):
     source_images: list[str] = Field(default_factory=list, max_length=100)
     base_model_path: str = Field(DEFAULT_BASE_MODEL, max_length=255)
     bypass_guidance_embedding: bool = False
-    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_url: WebhookUrl | None = None
     origin_instance: str = Field("unknown", max_length=255)
     origin_zone: str | None = Field(None, max_length=64)
     origin_version: str | None = Field(None, max_length=64)

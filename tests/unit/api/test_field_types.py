@@ -73,3 +73,31 @@ def test_offsets_stay_within_what_postgres_can_count():
     biggest = MonitoringQuery.model_validate({"page": str(BIGINT_MAX // 500), "page_size": "500"})
     assert (biggest.page - 1) * biggest.page_size <= BIGINT_MAX
     assert errors(MonitoringQuery.model_validate, {"page": str(BIGINT_MAX)})[0][0] == ("page",)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "javascript:alert(1)",
+        "ftp://example.com/hook",
+        "https://",
+        "http://example.com:99999/hook",
+        "http://[::1/hook",
+    ],
+)
+def test_webhook_urls_must_be_http_urls_with_a_host(url):
+    """A webhook URL nobody can call was stored as given, and would fail only at delivery."""
+    for model, body in (
+        (CREATE_BODY.validate_python, {"task_type": "GENERATION", "prompt": "p"}),
+        (TrainingTaskCreate.model_validate, {"trigger_word": "tw"}),
+    ):
+        [(loc, msg)] = errors(model, {**body, "webhook_url": url})
+        assert loc[-1] == "webhook_url" and msg.startswith("Value error"), msg
+
+
+def test_webhook_urls_that_can_be_called_are_kept_as_given():
+    for url in ("https://hooks.example.com/t?x=1", "http://10.0.0.5:8080/cb", ""):
+        body = {"task_type": "GENERATION", "prompt": "p", "webhook_url": url}
+        assert CREATE_BODY.validate_python(body).webhook_url == url
+        assert TrainingTaskCreate.model_validate({"trigger_word": "t", "webhook_url": url})
