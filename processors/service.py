@@ -13,7 +13,9 @@ from streams.topics import TASK_COMMANDS
 from taskstream.settings import Settings
 
 
-def create_processors(settings: Settings) -> MemberProcess:
+def create_processors(settings: Settings, leave_group: bool = True) -> MemberProcess:
+    """The processors process's members. `leave_group=False` leaves the task processor's
+    group without a goodbye when it stops (see `TaskProcessor`)."""
     bootstrap = settings.require_bootstrap()
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
@@ -27,6 +29,7 @@ def create_processors(settings: Settings) -> MemberProcess:
         worker_id,
         settings.kafka_session_timeout_ms,
         settings.kafka_fetch_wait_ms,
+        leave_group=leave_group,
     )
     counts = CountTables(
         bootstrap,

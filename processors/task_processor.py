@@ -121,7 +121,12 @@ class TaskProcessor:
         session_timeout_ms: int = 6000,
         fetch_wait_ms: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        leave_group: bool = True,
     ) -> None:
+        """`leave_group=False`: `run` returns without leaving the consumer group, and the
+        process must then end with `os._exit` (a garbage-collected consumer leaves on its
+        way out). See `taskstream.cli.cmd_processors` for why."""
+        self._leave_group = leave_group
         self._db = db
         self._serde = serde
         self._producer = producer
@@ -169,7 +174,8 @@ class TaskProcessor:
                 self._process(messages)  # also publishes due counts when idle
             self._producer.flush()
         finally:
-            self._consumer.close()
+            if self._leave_group:
+                self._consumer.close()
 
     # --- rebalancing -------------------------------------------------------------------
 

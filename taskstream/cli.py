@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from taskstream.settings import Settings
 
@@ -99,13 +100,31 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_processors(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_processors(settings: Settings, args: argparse.Namespace) -> NoReturn:
+    """Run the processors until a signal or a failure, then exit without leaving the task
+    processor's consumer group, as a killed process would.
+
+    Nothing is lost by it: the processor's state, offsets and outbox are in Postgres, and its
+    partitions are reassigned once the broker expires the member (the session timeout). A
+    graceful leave would reassign them sooner, but the embedded broker (tansu 0.6.0) can then
+    wedge the group for good: when both members leave and rejoin within seconds (both
+    restarted, or failing on the same cause), it keeps naming the departed leader, answers
+    every SyncGroup "rebalance in progress", and no task is processed again. Members that
+    vanish without a goodbye are expired and the group forms again (test_crash_safety).
+    """
     from processors.service import create_processors
 
-    service = create_processors(settings)
+    service = create_processors(settings, leave_group=False)
     _freeze_startup_objects()
-    service.run(_stop_on_signals())
-    return 0
+    code = 0
+    try:
+        service.run(_stop_on_signals())
+    except Exception:  # the failed member has logged why
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown: it would close the consumer, which leaves
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
