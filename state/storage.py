@@ -58,7 +58,10 @@ def safe_key(key: str) -> str:
         if segment in ("", ".", ".."):
             raise BadKey("storage paths may not contain empty, '.' or '..' segments")
         if not _SEGMENT.match(segment):
-            raise BadKey(f"segment {segment!r} has characters outside [A-Za-z0-9._=+-]")
+            raise BadKey(
+                f"segment {segment!r} must be letters, digits and ._=+- and must not start"
+                " with . = + or -"
+            )
         if len(segment) > MAX_SEGMENT_LENGTH:
             raise BadKey(f"a storage path's segments have at most {MAX_SEGMENT_LENGTH} characters")
     return key
