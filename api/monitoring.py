@@ -183,7 +183,7 @@ async def list_monitored_tasks(request: web.Request) -> web.Response:
     reader = request.app[TASK_READER]
     total = await reader.count(f)
     rows = await reader.list(
-        f, (q.page - 1) * q.page_size, q.page_size, q.sort_by, q.sort_order == "desc"
+        f, (q.page - 1) * q.page_size, q.page_size, q.sort_by, q.sort_order == "desc", summary=True
     )
     body = TaskListResponse(
         items=[_item(r) for r in rows],

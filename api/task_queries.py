@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,19 @@ from streams.records import TaskStatus
 
 _NAMES = list(READ_COLUMNS)
 _COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _NAMES))
+# The same columns for lists that show no task body: `fields` shrinks to whether it holds
+# errors, so a page of tasks near the body limit is not read whole to be thrown away.
+_SUMMARY_COLUMNS = sql.SQL(", ").join(
+    sql.SQL(
+        "jsonb_build_object('errors', coalesce(fields -> 'errors', 'null')"
+        " NOT IN ('null', '[]', '\"\"'))"
+    )
+    if name == "fields"
+    else sql.Identifier(name)
+    for name in _NAMES
+)
+#: Rows a list reads per query (`TaskReader.walk`): at the body limit, ~75 MB.
+LIST_CHUNK = 100
 _GET = sql.SQL("SELECT {} FROM tasks WHERE id = %s").format(_COLUMNS).as_string()
 _TIMES = ("created_at", "updated_at", "started_at", "completed_at", "deleted_at")
 
@@ -88,16 +102,51 @@ class TaskReader:
         limit: int,
         order_by: str = "created_at",
         descending: bool = True,
+        summary: bool = False,
     ) -> list[dict[str, Any]]:
-        """One page of matching tasks, newest first unless told otherwise."""
+        """One page of matching tasks, newest first unless told otherwise; with `summary`,
+        `fields` holds only `errors`: whether the task has any."""
         where, params = _where(f)
         direction = sql.SQL("DESC" if descending else "ASC")
         query = sql.SQL(
             "SELECT {} FROM tasks WHERE {} ORDER BY {} {} NULLS LAST, id {} LIMIT %s OFFSET %s"
-        ).format(_COLUMNS, where, SORTABLE[order_by], direction, direction)
+        ).format(
+            _SUMMARY_COLUMNS if summary else _COLUMNS,
+            where,
+            SORTABLE[order_by],
+            direction,
+            direction,
+        )
         async with self._db.transaction() as conn:
             rows = await (await conn.execute(query, (*params, limit, skip))).fetchall()
         return [dict(zip(_NAMES, row, strict=True)) for row in rows]
+
+    async def walk(
+        self, f: TaskFilter, skip: int, limit: int, chunk: int = LIST_CHUNK
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The rows of `list(f, skip, limit)`, newest first, in chunks of at most `chunk`,
+        each read by its own short query: a list written to a client as it goes holds
+        neither a connection while the client reads nor more than a chunk of rows. Each
+        chunk continues after the last row given (by created_at, id), so a task created or
+        deleted meanwhile neither repeats nor skips one."""
+        where, params = _where(f)
+        after: tuple[datetime, UUID] | None = None
+        while limit > 0:
+            size = min(chunk, limit)
+            if after is None:
+                query = _WALK_FIRST.format(_COLUMNS, where)
+                args: tuple[Any, ...] = (*params, size, skip)
+            else:
+                query = _WALK_NEXT.format(_COLUMNS, where)
+                args = (*params, *after, size)
+            async with self._db.transaction() as conn:
+                rows = await (await conn.execute(query, args)).fetchall()
+            if rows:
+                yield [dict(zip(_NAMES, row, strict=True)) for row in rows]
+            if len(rows) < size:
+                return
+            limit -= size
+            after = (rows[-1][_CREATED_AT], rows[-1][_ID])
 
     async def count(self, f: TaskFilter) -> int:
         where, params = _where(f)
@@ -109,6 +158,15 @@ class TaskReader:
             ).fetchone()
         return row[0]
 
+
+_WALK_FIRST = sql.SQL(
+    "SELECT {} FROM tasks WHERE {} ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
+)
+_WALK_NEXT = sql.SQL(
+    "SELECT {} FROM tasks WHERE {} AND (created_at, id) < (%s, %s)"
+    " ORDER BY created_at DESC, id DESC LIMIT %s"
+)
+_CREATED_AT, _ID = _NAMES.index("created_at"), _NAMES.index("id")
 
 #: What monitoring lists may sort by (fixed SQL, chosen by name).
 SORTABLE: dict[str, sql.Composable] = {

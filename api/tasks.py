@@ -24,7 +24,7 @@ from api.commands import CommandNotSent, CommandTooLarge
 from api.field_types import Offset
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
 from api.openapi import documented
-from api.responses import field_error, json_response, problem
+from api.responses import field_error, json_array_response, json_response, problem
 from api.task_bodies import NUL_MESSAGE, has_nul
 from api.task_models import (
     CREATE_BODY,
@@ -274,7 +274,7 @@ def bounded_body(body_json: str) -> str:
 
 @routes.get("/api/v1/tasks/generation")
 @documented("List Generation Tasks", "tasks", query=ListQuery, response=_GEN_LIST)
-async def list_generation_tasks(request: web.Request) -> web.Response:
+async def list_generation_tasks(request: web.Request) -> web.StreamResponse:
     return await _list(request, TaskType.GENERATION)
 
 
@@ -329,7 +329,7 @@ async def create_task(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/tasks/")
 @documented("List Tasks", "tasks", query=ListQuery, response=_TASK_LIST)
-async def list_tasks(request: web.Request) -> web.Response:
+async def list_tasks(request: web.Request) -> web.StreamResponse:
     return await _list(request, None)
 
 
@@ -413,7 +413,7 @@ async def _update(
     return await execute(request, command, task_type)
 
 
-async def _list(request: web.Request, task_type: TaskType | None) -> web.Response:
+async def _list(request: web.Request, task_type: TaskType | None) -> web.StreamResponse:
     q: ListQuery = parse_query(request, ListQuery)
     tenant = scope(request)
     if tenant is not None and q.origin_tenant_id not in (None, tenant):
@@ -428,5 +428,6 @@ async def _list(request: web.Request, task_type: TaskType | None) -> web.Respons
         workflow_id=q.workflow_id,
         include_deleted=q.include_deleted,
     )
-    rows = await request.app[TASK_READER].list(f, q.skip, q.limit)
-    return json_response([public(r) for r in rows])
+    return await json_array_response(
+        request, request.app[TASK_READER].walk(f, q.skip, q.limit), public
+    )

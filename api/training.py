@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from api.field_types import Offset
 from api.keys import TASK_READER
 from api.openapi import documented
-from api.responses import json_response
+from api.responses import json_array_response, json_response
 from api.task_queries import TaskFilter
 from api.tasks import (
     command_head,
@@ -116,13 +116,13 @@ async def create_training(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/training/")
 @documented("List Training Tasks", "training", query=TrainingListQuery, response=_LIST)
-async def list_training(request: web.Request) -> web.Response:
+async def list_training(request: web.Request) -> web.StreamResponse:
     """All training tasks the caller may see, newest first (`limit` 10, `skip` 0)."""
     q: TrainingListQuery = parse_query(request, TrainingListQuery)
-    rows = await request.app[TASK_READER].list(
+    rows = request.app[TASK_READER].walk(
         TaskFilter(task_type=TRAINING_TASK_TYPE, tenant=scope(request)), q.skip, q.limit
     )
-    return json_response([training_view(r) for r in rows])
+    return await json_array_response(request, rows, training_view)
 
 
 @routes.get("/api/v1/training/{task_id}")
