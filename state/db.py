@@ -143,9 +143,21 @@ class AsyncDatabase:
 
     async def fetchone(self, query: Query, params: Params = ()) -> tuple | None:
         """One row of a single read-only statement, outside any transaction."""
+        rows = await self._read(query, params, one=True)
+        return rows[0] if rows else None
+
+    async def fetchall(self, query: Query, params: Params = ()) -> list[tuple]:
+        """The rows of a single read-only statement, outside any transaction."""
+        return await self._read(query, params, one=False)
+
+    async def _read(self, query: Query, params: Params, one: bool) -> list[tuple]:
         try:
             async with asyncio.timeout(self._timeout_s), self._pool.connection() as conn:
-                return await (await conn.execute(query, params)).fetchone()
+                cursor = await conn.execute(query, params)
+                if one:
+                    row = await cursor.fetchone()
+                    return [row] if row is not None else []
+                return await cursor.fetchall()
         except psycopg.Error as exc:
             raise _translate(exc) from exc
         except TimeoutError:
