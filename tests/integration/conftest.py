@@ -15,7 +15,8 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -25,8 +26,10 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.auth import hash_token, new_token
+from processors.task_machine import TaskState
 from state.db import Database
 from state.migrations import migrate
+from streams.records import TaskStatus
 from taskstream.embedded import EmbeddedPostgres, free_port
 from taskstream.settings import Settings
 
@@ -259,3 +262,21 @@ def frozen(pid: int) -> Iterator[None]:
     finally:
         for proc in procs:
             os.kill(proc.pid, signal.SIGCONT)
+
+
+STATE_TIME = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def task_state(**changes) -> TaskState:
+    """A new echo GENERATION task's state as the task processor writes it, with `changes`."""
+    base = TaskState(
+        task_id=uuid.uuid4(),
+        task_type="GENERATION",
+        status=TaskStatus.PENDING,
+        version=1,
+        created_at=STATE_TIME,
+        updated_at=STATE_TIME,
+        provider_type="echo",
+        fields={"prompt": "a red circle"},
+    )
+    return replace(base, **changes)

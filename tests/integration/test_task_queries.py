@@ -3,7 +3,6 @@ the summary rows of monitoring lists."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from processors.task_machine import TaskState
 from state import task_store
 from state.db import AsyncDatabase
 from state.task_store import BatchWrite
-from streams.records import TaskStatus
+from tests.integration.conftest import task_state
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -30,14 +29,9 @@ def _save(db, *states: TaskState) -> None:
 
 
 def _task(created_at: datetime, **fields) -> TaskState:
-    return TaskState(
-        task_id=uuid.uuid4(),
-        task_type="GENERATION",
-        status=TaskStatus.PENDING,
-        version=1,
+    return task_state(
         created_at=created_at,
         updated_at=created_at,
-        provider_type="echo",
         tenant="acme",
         fields={"prompt": "p", **fields},
     )

@@ -16,23 +16,11 @@ from processors.task_machine import TaskState
 from state import offsets, task_store
 from state.task_store import NOTIFY_ROW_BYTES, READ_COLUMNS, BatchWrite
 from streams.records import CommandOutcome, CommandOutcomeKind, ErrorCategory, TaskStatus
+from tests.integration.conftest import STATE_TIME
+from tests.integration.conftest import task_state as state
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+NOW = STATE_TIME
 GROUP = "g"
-
-
-def state(**changes) -> TaskState:
-    base = TaskState(
-        task_id=uuid.uuid4(),
-        task_type="GENERATION",
-        status=TaskStatus.PENDING,
-        version=1,
-        created_at=NOW,
-        updated_at=NOW,
-        provider_type="echo",
-        fields={"prompt": "a red circle"},
-    )
-    return replace(base, **changes)
 
 
 def verdict(task: TaskState, command_id: uuid.UUID) -> CommandOutcome:
