@@ -83,18 +83,11 @@ class TopicReader:
         if self._only is not None and self._serde.record_name(value) != self._only.avro_name:
             return
         try:
-            name, fields = self._serde.fields(value)
-            if not self.wanted(name, fields):
-                return
-            record = self._serde.build(name, fields)
+            record = self._serde.deserialize(value)
         except SerializationError as exc:  # the topic's writer dead-letters what it cannot use
             logger.warning("skipping undecodable %s record: %s", self._topic.name, exc)
             return
         self.on_record(key, record)
-
-    def wanted(self, name: str, fields: dict) -> bool:
-        """Whether a record is worth building from its decoded fields (all by default)."""
-        return True
 
 
 class LatestRecords(TopicReader):
