@@ -164,24 +164,43 @@ class LocalStorage:
         return count
 
     def list(self, prefix: str = "", limit: int = 100) -> list[ObjectInfo]:
-        """Objects whose key starts with `prefix`, in key order, at most `limit`."""
+        """Objects whose key starts with `prefix`, in key order (as S3 lists them), at most
+        `limit`. The walk reads folders in that order and stops at `limit`, entering only
+        folders that can hold a matching key: listing the first page of a large store reads
+        a few folders, not the whole tree."""
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self._path(folder) if folder else self.root
-        if not base.is_dir():
-            return []
         found: list[ObjectInfo] = []
-        for path in sorted(base.rglob("*")):
-            if not path.is_file() or path.name.startswith(".upload-"):
-                continue
+        for key, path in self._walk(base, folder + "/" if folder else "", prefix):
             if self.root not in path.resolve().parents:
                 continue  # a link pointing out of the store
-            key = path.relative_to(self.root).as_posix()
-            if key.startswith(prefix):
-                st = path.stat()
-                found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
-                if len(found) >= limit:
-                    break
+            st = path.stat()
+            found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
+            if len(found) >= limit:
+                break
         return found
+
+    def _walk(self, folder: Path, at: str, prefix: str) -> Iterator[tuple[str, Path]]:
+        """(key, path) of the files under `folder` (whose keys start with `at`) that start
+        with `prefix`, in key order: a folder's entries sort by name, a subfolder's as
+        name + "/" (every key in it continues so). Links to folders are not followed."""
+        try:
+            with os.scandir(folder) as scan:
+                entries = [
+                    (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e)
+                    for e in scan
+                    if not e.name.startswith(".upload-")
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for name, entry in sorted(entries, key=lambda pair: pair[0]):
+            key = at + name
+            if not (key.startswith(prefix) or prefix.startswith(key)):
+                continue
+            if name.endswith("/"):
+                yield from self._walk(Path(entry.path), key, prefix)
+            elif entry.is_file() and key.startswith(prefix):
+                yield key, Path(entry.path)
 
 
 class S3Storage:

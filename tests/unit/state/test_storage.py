@@ -4,6 +4,7 @@ in-process S3), plus the local store's refusal to follow links out of its root."
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 
 import boto3
@@ -72,6 +73,41 @@ def store(request, tmp_path, monkeypatch) -> Iterator[Storage]:
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket="media")
         yield storage_from_settings(tmp_path, "s3://media/tenant-a")
+
+
+def test_both_stores_list_in_key_order_with_a_prefix_and_a_limit(store):
+    # '-' < '.' < '/' < '0': a folder's keys sort between its neighbours as strings do
+    keys = ["a/b.png", "a.png", "a-b.png", "a0.png", "a/c/d.png", "b.png", "ab/x.png"]
+    for key in keys:
+        store.put(key, b"x")
+    assert [i.key for i in store.list("", limit=100)] == sorted(keys)
+    assert [i.key for i in store.list("a/", limit=100)] == ["a/b.png", "a/c/d.png"]
+    assert [i.key for i in store.list("a", limit=3)] == sorted(keys)[:3]
+    assert [i.key for i in store.list("a/c", limit=100)] == ["a/c/d.png"]
+    assert store.list("zz/", limit=100) == []
+
+
+def test_a_local_listing_reads_only_the_folders_it_needs(tmp_path, monkeypatch):
+    """The first page of a large store used to walk and sort the whole tree."""
+    store = LocalStorage(tmp_path / "s")
+    for i in range(30):
+        store.put(f"generations/t{i:02d}/result.png", b"x")
+    scanned: list[str] = []
+    real = os.scandir
+
+    def counting(path):
+        scanned.append(os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    assert [i.key for i in store.list("generations/", limit=2)] == [
+        "generations/t00/result.png",
+        "generations/t01/result.png",
+    ]
+    assert len(scanned) == 3, scanned  # generations/, t00/, t01/
+    scanned.clear()
+    assert [i.key for i in store.list("generations/t17", limit=5)] == ["generations/t17/result.png"]
+    assert len(scanned) == 2, scanned  # generations/, t17/
 
 
 def test_put_get_stat_list_delete(store):
