@@ -12,7 +12,9 @@ import threading
 import time
 from typing import NoReturn
 
-from taskstream.settings import Settings
+from pydantic import ValidationError
+
+from taskstream.settings import ConfigError, Settings
 
 
 def _logging(settings: Settings, role: str) -> None:
@@ -162,11 +164,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a setting that is missing or malformed ends it with exit code 2 and
+    one line saying which, not a traceback."""
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{' or '.join(Settings.env_names_of(str(e['loc'][0])))}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        print(f"taskstream {args.command}: bad setting: {problems}", file=sys.stderr)
+        return 2
     role = args.command if args.command != "worker" else f"worker-{args.kind}"
     _logging(settings, role)
-    return args.func(settings, args)
+    try:
+        return args.func(settings, args)
+    except ConfigError as exc:
+        print(f"taskstream {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.topics import TASK_COMMANDS
 
 
+class ConfigError(RuntimeError):
+    """A setting a command needs is missing or unusable; the CLI says so in one line."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TASKSTREAM_", frozen=True, extra="ignore")
 
@@ -145,26 +149,25 @@ class Settings(BaseSettings):
 
     def require_bootstrap(self) -> str:
         if not self.kafka_bootstrap_servers:
-            raise RuntimeError(
+            raise ConfigError(
                 "KAFKA_BOOTSTRAP_SERVERS is not set (run `taskstream up` for the embedded broker)"
             )
         return self.kafka_bootstrap_servers
 
     def require_database_url(self) -> str:
         if self.database_url is None:
-            raise RuntimeError(
-                "DATABASE_URL is not set (run `taskstream up` for embedded Postgres)"
-            )
+            raise ConfigError("DATABASE_URL is not set (run `taskstream up` for embedded Postgres)")
         return self.database_url.get_secret_value()
 
     @classmethod
     def env_names(cls) -> set[str]:
         """Every environment variable this class reads (for the docker-compose check)."""
-        names = set()
-        for name, field in cls.model_fields.items():
-            alias = field.validation_alias
-            if isinstance(alias, AliasChoices):
-                names.update(str(a) for a in alias.choices)
-            else:
-                names.add(f"TASKSTREAM_{name.upper()}")
-        return names
+        return {env for name in cls.model_fields for env in cls.env_names_of(name)}
+
+    @classmethod
+    def env_names_of(cls, name: str) -> list[str]:
+        """The environment variables a field is read from."""
+        alias = cls.model_fields[name].validation_alias
+        if isinstance(alias, AliasChoices):
+            return [str(a) for a in alias.choices]
+        return [f"TASKSTREAM_{name.upper()}"]

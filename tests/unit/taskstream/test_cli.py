@@ -52,3 +52,30 @@ def test_a_stuck_drain_is_cut_off_at_the_deadline():
 def test_a_drain_that_finishes_in_time_exits_cleanly(drain_s):
     done, _ = _stopped(drain_s)
     assert (done.returncode, done.stdout, done.stderr) == (0, "drained\n", "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (
+            ["api"],
+            {"TASKSTREAM_KAFKA_SESSION_TIMEOUT_MS": "abc"},
+            "taskstream api: bad setting: TASKSTREAM_KAFKA_SESSION_TIMEOUT_MS: Input should be"
+            " a valid integer",
+        ),
+        (["migrate"], {}, "taskstream migrate: DATABASE_URL is not set"),
+        (["processors"], {}, "taskstream processors: KAFKA_BOOTSTRAP_SERVERS is not set"),
+    ],
+)
+def test_a_missing_or_bad_setting_is_one_line_and_exit_2(argv, env, message, monkeypatch, capsys):
+    """It was a traceback ending in the reason."""
+    from taskstream import cli
+
+    monkeypatch.setattr(cli, "_logging", lambda settings, role: None)  # keep pytest's logging
+    for name in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
