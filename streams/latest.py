@@ -3,7 +3,8 @@
 `TopicReader` assigns every partition at a start offset (beginning or end) and hands each
 decoded record to `on_record` (optionally only records of one type, recognised by their
 schema id before decoding). `LatestRecords` keeps the latest record per key of a compacted
-topic (worker heartbeats, stream-table snapshots); `gpu.cancellations` follows task events.
+topic (worker heartbeats, stream-table snapshots); `gpu.cancellations` follows the jobs to
+stop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from streams.serde import AvroSerde, SerializationError
 from streams.topics import TopicSpec
 
 logger = logging.getLogger(__name__)
+
+RETRY_S, MAX_RETRY_S = 0.5, 10.0  # waits before looking for the topic again, doubling
 
 
 class TopicReader:
@@ -39,6 +42,7 @@ class TopicReader:
         self._fetch_wait_ms = fetch_wait_ms
         self._stop = threading.Event()
         self.ready = threading.Event()  # set once every partition is assigned
+        self._appeared = False  # the topic was missing at first: read it whole once it exists
         self._thread = threading.Thread(target=self._run, name=f"reader-{topic.name}", daemon=True)
 
     def start(self):
@@ -54,27 +58,48 @@ class TopicReader:
         raise NotImplementedError
 
     def _run(self) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self._bootstrap,
-                "group.id": f"taskstream.reader.{uuid.uuid4()}",  # never joins: assign() below
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": self._fetch_wait_ms,
-            }
-        )
+        """Follow the topic until stopped. A topic that does not exist yet (its creator may
+        still be starting) is looked for again, and a broker error reconnects, resuming where
+        reading stopped: a reader that gave up would fail silently (a worker that never sees
+        a cancellation again, with nothing to show for it)."""
+        positions: dict[int, int] = {}  # the next offset of each partition read from
+        delay = RETRY_S
+        while not self._stop.is_set():
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "group.id": f"taskstream.reader.{uuid.uuid4()}",  # never joins: assign()
+                    "enable.auto.commit": False,
+                    "fetch.wait.max.ms": self._fetch_wait_ms,
+                }
+            )
+            try:
+                if self._follow(consumer, positions):
+                    delay = RETRY_S
+            except KafkaException as exc:
+                logger.warning("reader of %s: %s; reconnecting", self._topic.name, exc)
+            finally:
+                consumer.close()
+            self._stop.wait(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
+
+    def _follow(self, consumer: Consumer, positions: dict[int, int]) -> bool:
+        """Read until stopped; False at once when the topic has no partitions yet."""
         name = self._topic.name
-        try:
-            partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
-            consumer.assign([TopicPartition(name, p, self._start) for p in partitions])
-            self.ready.set()
-            while not self._stop.is_set():
-                for msg in consumer.consume(num_messages=500, timeout=0.2):
-                    if msg.error() is None:
-                        self._decode(msg.key(), msg.value())
-        except KafkaException as exc:
-            logger.error("reader of %s stopped: %s", name, exc)
-        finally:
-            consumer.close()
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        if not partitions:
+            logger.info("reader of %s: no such topic yet; looking again", name)
+            self._appeared = True
+            return False
+        start = OFFSET_BEGINNING if self._appeared else self._start
+        consumer.assign([TopicPartition(name, p, positions.get(p, start)) for p in partitions])
+        self.ready.set()
+        while not self._stop.is_set():
+            for msg in consumer.consume(num_messages=500, timeout=0.2):
+                if msg.error() is None:
+                    positions[msg.partition()] = msg.offset() + 1
+                    self._decode(msg.key(), msg.value())
+        return True
 
     def _decode(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:
