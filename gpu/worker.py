@@ -23,6 +23,7 @@ from gpu.cancellations import CancellationWatch
 from gpu.executors import JobCancelled, JobContext
 from gpu.executors.echo import echo
 from gpu.runtime import JobConsumer
+from streams.admin import ensure_topics
 from streams.consumer import Delivery, PoisonMessage
 from streams.producer import RecordProducer
 from streams.records import (
@@ -271,6 +272,7 @@ def create_worker(
     if executors is None:
         executors = {**DEFAULT_EXECUTORS, **local_executors(settings, kind)}
     bootstrap = settings.require_bootstrap()
+    ensure_topics(bootstrap)  # whichever service starts first creates them (docker-compose)
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(spec.role)

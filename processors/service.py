@@ -6,6 +6,7 @@ from __future__ import annotations
 from processors.count_tables import CountTables
 from processors.task_processor import TaskProcessor
 from state.db import Database
+from streams.admin import ensure_topics
 from streams.producer import RecordProducer
 from streams.records import WorkerRole
 from streams.runtime import MemberProcess, connect_serde, default_worker_id
@@ -17,6 +18,7 @@ def create_processors(settings: Settings, leave_group: bool = True) -> MemberPro
     """The processors process's members. `leave_group=False` leaves the task processor's
     group without a goodbye when it stops (see `TaskProcessor`)."""
     bootstrap = settings.require_bootstrap()
+    ensure_topics(bootstrap)  # whichever service starts first creates them (docker-compose)
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(WorkerRole.PROCESSORS)
