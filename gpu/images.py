@@ -6,9 +6,10 @@ must not be a way to read the cluster's internal services). The check is made on
 address the connection then uses, so a name that resolves to a public address for the check
 and to an internal one for the connection (DNS rebinding) gets nowhere, and it is made on
 every connection, so a public URL that redirects to an internal one is refused too. Fetches
-ignore proxy settings: through a proxy the check would see the proxy, not the target. A reference is a
-storage path when `state.storage.stored_key` says so. Every failure is a `ValueError`, so
-the task fails at once with a VALIDATION error instead of being retried.
+ignore proxy settings: through a proxy the check would see the proxy, not the target.
+
+A reference is a storage path when `state.storage.stored_key` says so. Every failure is a
+`ValueError`, so the task fails at once with a VALIDATION error instead of being retried.
 """
 
 from __future__ import annotations
