@@ -85,7 +85,13 @@ class CountTables:
         session_timeout_ms: int = 6000,
         publish_every_s: float = 1.0,
         single_record_batches: bool = False,
+        leave_group: bool = True,
     ) -> None:
+        """`leave_group=False`: `run` returns without stopping the faust app, so its consumer
+        never leaves the group, and the process must then end with `os._exit` (as
+        `TaskProcessor`'s; see `taskstream.cli.cmd_processors`). The tables lose nothing:
+        deltas carry their source offsets, and a replay applies each once."""
+        self._leave_group = leave_group
         self._serde = serde
         self._producer = producer
         self._dirty: set[int] = set()
@@ -138,14 +144,16 @@ class CountTables:
             while not stop.is_set() and not self.app.crashed and self._failure is None:
                 await asyncio.sleep(0.2)
             crash = self.app.crash_reason if self.app.crashed else self._failure
-            await self.app.stop()
+            if self._leave_group:
+                await self.app.stop()
             if crash is not None:  # fail the member: the process exits and is restarted
                 raise RuntimeError(f"stream tables crashed: {crash!r}") from crash
 
         try:
             loop.run_until_complete(main())
         finally:
-            loop.close()
+            if self._leave_group:  # else faust's tasks stay pending until the process ends
+                loop.close()
 
     async def _consume(self, stream: faust.StreamT) -> None:
         try:

@@ -15,8 +15,8 @@ from taskstream.settings import Settings
 
 
 def create_processors(settings: Settings, leave_group: bool = True) -> MemberProcess:
-    """The processors process's members. `leave_group=False` leaves the task processor's
-    group without a goodbye when it stops (see `TaskProcessor`)."""
+    """The processors process's members. `leave_group=False`: they stop without leaving
+    their consumer groups (see `taskstream.cli.cmd_processors`)."""
     bootstrap = settings.require_bootstrap()
     ensure_topics(bootstrap)  # whichever service starts first creates them (docker-compose)
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
@@ -40,6 +40,7 @@ def create_processors(settings: Settings, leave_group: bool = True) -> MemberPro
         settings.data_dir / "faust",
         settings.kafka_session_timeout_ms,
         single_record_batches=settings.kafka_single_record_batches,
+        leave_group=leave_group,
     )
     return MemberProcess(
         role=WorkerRole.PROCESSORS,

@@ -103,16 +103,18 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_processors(settings: Settings, args: argparse.Namespace) -> NoReturn:
-    """Run the processors until a signal or a failure, then exit without leaving the task
-    processor's consumer group, as a killed process would.
+    """Run the processors until a signal or a failure, then exit without leaving their
+    consumer groups (the task processor's and the stream tables'), as a killed process would.
 
-    Nothing is lost by it: the processor's state, offsets and outbox are in Postgres, and its
-    partitions are reassigned once the broker expires the member (the session timeout). A
-    graceful leave would reassign them sooner, but the embedded broker (tansu 0.6.0) can then
-    wedge the group for good: when both members leave and rejoin within seconds (both
-    restarted, or failing on the same cause), it keeps naming the departed leader, answers
-    every SyncGroup "rebalance in progress", and no task is processed again. Members that
-    vanish without a goodbye are expired and the group forms again (test_crash_safety).
+    Nothing is lost by it: the task processor's state, offsets and outbox are in Postgres,
+    the stream tables apply each delta once on a replay, and the partitions are reassigned
+    once the broker expires the member (the session timeout). A graceful leave would
+    reassign them sooner, but the embedded broker (tansu 0.6.0) can then wedge a group for
+    good: when both members leave and rejoin within seconds (both restarted, or failing on
+    the same cause), it keeps naming the departed leader, answers every SyncGroup "rebalance
+    in progress", and the group never works again (no task processed, or stale counts and a
+    stop that hangs). Members that vanish without a goodbye are expired and the group forms
+    again (test_crash_safety).
     """
     from processors.service import create_processors
 
@@ -126,7 +128,7 @@ def cmd_processors(settings: Settings, args: argparse.Namespace) -> NoReturn:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)  # no interpreter teardown: it would close the consumer, which leaves
+    os._exit(code)  # no interpreter teardown: it would close the consumers, which leave
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
