@@ -17,23 +17,25 @@ from state.task_store import READ_COLUMNS
 from streams.records import TaskStatus
 
 _NAMES = list(READ_COLUMNS)
-_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, _NAMES))
-# The same columns for lists that show no task body: `fields` shrinks to whether it holds
-# errors, so a page of tasks near the body limit is not read whole to be thrown away.
-_SUMMARY_COLUMNS = sql.SQL(", ").join(
-    sql.SQL(
-        "jsonb_build_object('errors', coalesce(fields -> 'errors', 'null')"
-        " NOT IN ('null', '[]', '\"\"'))"
+
+
+def _columns(fields: str = "fields") -> sql.Composable:
+    """READ_COLUMNS, with `fields` read as the given expression."""
+    return sql.SQL(", ").join(
+        sql.SQL(fields) if name == "fields" else sql.Identifier(name) for name in _NAMES
     )
-    if name == "fields"
-    else sql.Identifier(name)
-    for name in _NAMES
+
+
+_COLUMNS = _columns()
+# For lists that show no task body: `fields` shrinks to whether it holds errors, so a page
+# of tasks near the body limit is not read whole to be thrown away.
+_SUMMARY_COLUMNS = _columns(
+    "jsonb_build_object('errors', coalesce(fields -> 'errors', 'null')"
+    " NOT IN ('null', '[]', '\"\"'))"
 )
 # What `TaskReader.walk` reads: `fields` as text, which tells the size of each row; sized
 # chunks of rows, so a chunk of rows near the body limit holds ~LIST_CHUNK_BYTES.
-_WALK_COLUMNS = sql.SQL(", ").join(
-    sql.SQL("fields::text") if name == "fields" else sql.Identifier(name) for name in _NAMES
-)
+_WALK_COLUMNS = _columns("fields::text")
 LIST_CHUNK_BYTES = 4 * 1024 * 1024
 LIST_CHUNK_ROWS = (25, 100)  # the first chunk, and the most in any (~75 MB at the limit)
 _GET = sql.SQL("SELECT {} FROM tasks WHERE id = %s").format(_COLUMNS).as_string()
@@ -123,8 +125,7 @@ class TaskReader:
             direction,
             direction,
         )
-        async with self._db.transaction() as conn:
-            rows = await (await conn.execute(query, (*params, limit, skip))).fetchall()
+        rows = await self._db.fetchall(query, (*params, limit, skip))
         return [dict(zip(_NAMES, row, strict=True)) for row in rows]
 
     async def walk(
@@ -170,12 +171,9 @@ class TaskReader:
 
     async def count(self, f: TaskFilter) -> int:
         where, params = _where(f)
-        async with self._db.transaction() as conn:
-            row = await (
-                await conn.execute(
-                    sql.SQL("SELECT count(*) FROM tasks WHERE {}").format(where), params
-                )
-            ).fetchone()
+        row = await self._db.fetchone(
+            sql.SQL("SELECT count(*) FROM tasks WHERE {}").format(where), params
+        )
         return row[0]
 
 

@@ -128,40 +128,31 @@ class AsyncDatabase:
         await self._pool.close()
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A pooled connection (autocommit) for one use within the bound, its errors as
+        `DatabaseError`s."""
         try:
-            async with (
-                asyncio.timeout(self._timeout_s),
-                self._pool.connection() as conn,
-                conn.transaction(),
-            ):
+            async with asyncio.timeout(self._timeout_s), self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
             raise _translate(exc) from exc
         except TimeoutError:
             raise self._no_answer() from None
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
     async def fetchone(self, query: Query, params: Params = ()) -> tuple | None:
         """One row of a single read-only statement, outside any transaction."""
-        rows = await self._read(query, params, one=True)
-        return rows[0] if rows else None
+        async with self.connection() as conn:
+            return await (await conn.execute(query, params)).fetchone()
 
     async def fetchall(self, query: Query, params: Params = ()) -> list[tuple]:
         """The rows of a single read-only statement, outside any transaction."""
-        return await self._read(query, params, one=False)
-
-    async def _read(self, query: Query, params: Params, one: bool) -> list[tuple]:
-        try:
-            async with asyncio.timeout(self._timeout_s), self._pool.connection() as conn:
-                cursor = await conn.execute(query, params)
-                if one:
-                    row = await cursor.fetchone()
-                    return [row] if row is not None else []
-                return await cursor.fetchall()
-        except psycopg.Error as exc:
-            raise _translate(exc) from exc
-        except TimeoutError:
-            raise self._no_answer() from None
+        async with self.connection() as conn:
+            return await (await conn.execute(query, params)).fetchall()
 
     def _no_answer(self) -> DatabaseUnavailable:
         return DatabaseUnavailable(f"no answer within {self._timeout_s:g} s")
