@@ -394,7 +394,6 @@ async def cancel_task(request: web.Request) -> web.Response:
 async def _update(
     request: web.Request, row: dict, body: BaseModel, task_type: TaskType | None
 ) -> web.Response:
-    task_id = row["id"]
     changes = body.model_dump(mode="json", exclude_unset=True)
     # The worker updates' origin_tenant_id may restate the tenant, never move the task: its
     # files and its visibility belong to the tenant that created it.
@@ -404,10 +403,10 @@ async def _update(
             f"a task stays with the tenant that created it ({row['tenant']!r})",
             "tenant_fixed",
         )
-    if not changes:
-        return json_response(public(await read_task(request, task_id, task_type)))
+    if not changes:  # nothing to change: the task as just read
+        return json_response(public(row))
     command = UpdateTask(
-        **command_head(request, task_id),
+        **command_head(request, row["id"]),
         changes_json=bounded_body(json.dumps(changes, sort_keys=True)),
     )
     return await execute(request, command, task_type)
