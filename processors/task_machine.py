@@ -264,8 +264,8 @@ def _cancel(state: TaskState, cmd: CancelTask, now: datetime) -> Decision:
             f"cannot cancel a {state.status.value} task; only PENDING or EXECUTING tasks can be"
             " cancelled",
         )
-    new = _advance(state, now, status=TaskStatus.CANCELLED, completed_at=now)
-    return Decision(new, (_status_event(new, now),), outcome=_applied(cmd, new, now))
+    new, events = _stop(state, now)
+    return Decision(new, events, outcome=_applied(cmd, new, now))
 
 
 def _retry(state: TaskState, cmd: RetryTask, now: datetime) -> Decision:
@@ -380,7 +380,8 @@ def _stopping_job(before: TaskState, decision: Decision, now: datetime) -> Decis
 
 
 def _stop(state: TaskState, now: datetime) -> tuple[TaskState, tuple[Record, ...]]:
-    """A PENDING or EXECUTING task that is deleted or cleaned up is cancelled first, and its
+    """`state` CANCELLED, with its status event, if it is PENDING or EXECUTING (as it is
+    unchanged otherwise). A task that is deleted or cleaned up is cancelled first, and its
     job stopped (`_stopping_job`) instead of running on and storing files after they were
     removed."""
     if state.status not in ACTIVE:
