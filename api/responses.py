@@ -39,7 +39,7 @@ WRITE_BYTES = 64 * 1024
 async def json_array_response(
     request: web.Request,
     batches: AsyncIterator[Iterable[Any]],
-    render: Callable[[Any], Any] = lambda item: item,
+    render: Callable[[Any], Any],
 ) -> web.StreamResponse:
     """A JSON array of `render(item)` for every item of `batches`, written as it is made:
     a list of a thousand tasks near the body limit is ~0.7 GB of JSON, which built whole
