@@ -289,6 +289,9 @@ def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
     for name, (valid, expected) in _COLUMN_CHECKS.items():
         if name in changes and not valid(changes[name]):
             raise Malformed(f"{name} must be {expected}, not {changes[name]!r}")
+    # The worker updates' origin_tenant_id may restate the tenant, never move the task.
+    if changes.pop("origin_tenant_id", state.tenant) != state.tenant:
+        raise Malformed(f"origin_tenant_id cannot move a task to another tenant ({state.tenant!r})")
     status = changes.pop("status", None)
     if status is not None and status not in TaskStatus.__members__.values():
         raise Malformed(f"status must be one of {', '.join(TaskStatus)}, not {status!r}")

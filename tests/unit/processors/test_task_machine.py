@@ -375,12 +375,20 @@ def test_a_nul_escape_that_is_only_text_is_fine():
         ('{"errors": ["\\u0000"]}', "changes_json contains a NUL character"),
         ('{"config": {"a": -Infinity}}', "changes_json: NaN and Infinity are not JSON numbers"),
         ('{"priority": 2147483648}', "priority must be a 32-bit integer, not 2147483648"),
+        ('{"origin_tenant_id": "umbrella"}', "origin_tenant_id cannot move a task to another"),
+        ('{"origin_tenant_id": null}', "origin_tenant_id cannot move a task to another"),
     ],
 )
 def test_malformed_updates_are_refused_with_422_and_change_nothing(pending, changes, reason):
     d = handle(pending, command(UpdateTask, changes_json=changes), at(1))
     assert d.state == pending and d.events == () and d.jobs == ()
     assert d.outcome.status_code == 422 and reason in d.outcome.reason
+
+
+def test_an_update_may_restate_the_tenant(pending):
+    d = handle(pending, command(UpdateTask, changes_json='{"origin_tenant_id": "acme"}'), at(1))
+    assert d.outcome.outcome == CommandOutcomeKind.APPLIED and d.state.tenant == "acme"
+    assert d.state.fields == pending.fields and d.events == ()
 
 
 def test_malformed_reports_are_caught_before_they_are_applied(pending):
