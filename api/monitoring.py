@@ -4,6 +4,8 @@ flags, and one task's full detail (seed §1.5, inventory §2.5)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -16,12 +18,12 @@ from api.keys import TASK_COUNTS, TASK_READER
 from api.openapi import documented
 from api.responses import json_response
 from api.storage import signed_url
-from api.task_models import TaskType
+from api.task_models import PUBLIC_ALIASES, TaskType
 from api.task_queries import SORTABLE, TaskFilter, public
 from api.tasks import parse_query, read_task, require_admin, task_id_of
-from api.tenancy import may_access, scope
+from api.tenancy import IMAGE_INPUTS, may_access, scope
 from processors.task_counts import aggregate, scope_of
-from state.storage import BadKey, safe_key, task_folder
+from state.storage import BadKey, safe_key, stored_key, task_folder
 from streams.records import TRAINING_TASK_TYPE, ErrorCategory, TaskStatus
 
 routes = web.RouteTableDef()
@@ -238,36 +240,64 @@ class TaskMediaResponse(BaseModel):
     outputs: list[MediaItem] = Field(default_factory=list, description="Output media files")
 
 
-#: Task fields that hold input images, in the order they are listed.
-MEDIA_INPUTS = (
-    "base_image",
-    "base_image_url",
-    "base_image_path",
-    "reference_image_url",
-    "reference_image_path",
-    "reference_images",
+#: Fields that name a task's output files or result URL, in the order they are listed.
+MEDIA_OUTPUTS = (
+    "result_image_path",
+    "result_image_paths",
+    "refined_image_path",
+    "result_video_path",
+    "result_url",
 )
-MEDIA_OUTPUTS = ("result_image_path", "refined_image_path", "result_video_path")
+#: Fields that name a task's input images: every create field a worker reads as one (as the
+#: tenancy check does), and the names the Public shapes show them under.
+MEDIA_INPUTS = tuple(
+    sorted(IMAGE_INPUTS | {PUBLIC_ALIASES[n] for n in IMAGE_INPUTS & PUBLIC_ALIASES.keys()})
+)
 
 
-async def _media(name: str, value: Any, request: web.Request, own: str) -> MediaItem | None:
-    """A media item for a stored path or an http(s) URL; inline base64 has no URL, and a
-    stored path the caller may not read (a user can write any path into its own task's
-    fields) gets no signed URL. Paths under `own`, the task's folder, need no check: the
-    caller has just read the task."""
-    if not isinstance(value, str) or not value:
-        return None
-    kind = "video" if "video" in name else "image"
-    name = name.removesuffix("_path").removesuffix("_url")  # 'result_image', as in the seed
-    if value.startswith(("http://", "https://")):
-        return MediaItem(media_type=kind, name=name, path=value, url=value)
+@dataclass(frozen=True)
+class MediaRef:
+    name: str  # as the seed names media: 'base_image', 'result_image', 'input_image_0'
+    kind: Literal["image", "video"]
+    ref: str  # a storage key or an http(s) URL
+
+
+def media_refs(task: Mapping[str, Any], fields: Sequence[str]) -> list[MediaRef]:
+    """The files and URLs that `fields` of a task body name, in that order, once each:
+    inline images (base64, data URLs) have no URL and are left out; a field's aliases
+    (`base_image`, `base_image_url`, `base_image_path`) give one item."""
+    refs: dict[tuple[str, str], MediaRef] = {}
+    for field in fields:
+        value = task.get(field)
+        base = field.removesuffix("s") if isinstance(value, list) else field
+        base = base.removesuffix("_path").removesuffix("_url")
+        kind: Literal["image", "video"] = "video" if "video" in field else "image"
+        for i, ref in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if not isinstance(ref, str) or not ref.strip():
+                continue
+            ref = ref.strip()
+            if not ref.startswith(("http://", "https://")) and stored_key(ref) is None:
+                continue  # inline, or a scheme no browser can fetch
+            name = base if i is None else f"{base}_{i}"
+            refs.setdefault((name, ref), MediaRef(name, kind, ref))
+    return list(refs.values())
+
+
+async def _media(ref: MediaRef, request: web.Request, own: str) -> MediaItem | None:
+    """A media item with a URL: an http(s) URL as it is; a stored file, a signed URL, for
+    paths the caller may read (a user can write any path into its own task's fields).
+    Paths under `own`, the task's folder, need no check: the caller has just read the
+    task."""
+    item = {"media_type": ref.kind, "name": ref.name, "path": ref.ref}
+    if ref.ref.startswith(("http://", "https://")):
+        return MediaItem(**item, url=ref.ref)
     try:
-        safe_key(value)
+        safe_key(ref.ref)
     except BadKey:
         return None
-    if not value.startswith(own) and not await may_access(request, value):
+    if not ref.ref.startswith(own) and not await may_access(request, ref.ref):
         return None
-    return MediaItem(media_type=kind, name=name, path=value, url=signed_url(request, value))
+    return MediaItem(**item, url=signed_url(request, ref.ref))
 
 
 @routes.get("/api/v1/monitoring/tasks/{task_id}/media")
@@ -276,17 +306,9 @@ async def get_task_media(request: web.Request) -> web.Response:
     """Input and output media URLs for a task, usable directly in `<img>` or `<video>`:
     signed storage URLs (an hour), or the http(s) URL an input came from."""
     row = await read_task(request, task_id_of(request))
-    task, own = public(row), task_folder(row["task_type"], row["id"]) + "/"
-    inputs: list[MediaItem] = []
-    for name in MEDIA_INPUTS:
-        values = task.get(name)
-        for i, value in enumerate(values if isinstance(values, list) else [values]):
-            label = f"{name.removesuffix('s')}_{i}" if isinstance(values, list) else name
-            if (item := await _media(label, value, request, own)) is not None:
-                inputs.append(item)
-    outputs = [
-        m for n in MEDIA_OUTPUTS if (m := await _media(n, task.get(n), request, own)) is not None
-    ]
-    inputs = list({(m.name, m.path): m for m in inputs}.values())  # aliases name one image twice
+    # the stored body as well as the Public shape: REFINE's shows no base image
+    task, own = {**row["fields"], **public(row)}, task_folder(row["task_type"], row["id"]) + "/"
+    inputs = [m for r in media_refs(task, MEDIA_INPUTS) if (m := await _media(r, request, own))]
+    outputs = [m for r in media_refs(task, MEDIA_OUTPUTS) if (m := await _media(r, request, own))]
     body = TaskMediaResponse(task_id=task["id"], inputs=inputs, outputs=outputs)
     return json_response(body.model_dump(mode="json"))

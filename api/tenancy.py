@@ -35,6 +35,8 @@ IMAGE_INPUTS = frozenset(
         "reference_images",
         "palette_image",
         "input_image",
+        "input_image_url",  # a VIDEO_GENERATION's
+        "input_image_data",
         "input_images",
         "input_image_paths",
         "source_images",  # a training's

@@ -132,6 +132,47 @@ def test_image_to_image_from_a_stored_result(api):
     assert api.call_raw("DELETE", relative)[0] == 401
 
 
+def test_the_media_route_lists_the_inputs_of_every_task_type(api):
+    acme = api.call("POST", "/api/v1/admin/tokens", {"tenant": "acme"}, api.admin_token)[1]["token"]
+    stored = {}
+    for name in ("base.png", "palette.png", "one.png", "two.png"):
+        body, form = multipart({"file": (name, image_bytes("PNG"))})
+        path = f"uploads/acme/media/{name}"
+        assert api.call_raw("POST", f"/api/v1/storage/images/{path}", body, acme, form)[0] == 201
+        stored[name] = path
+    base, palette, one, two = stored.values()
+    inline = data_url("red")
+    cases = [
+        (
+            {"task_type": "REFINE", "base_image_url": base, "upscale_factor": 2},
+            [("base_image", base)],  # REFINE's Public shape shows no base image
+        ),
+        (
+            {"task_type": "BACKGROUND_FIX", "base_image": base, "palette_image": palette},
+            [("base_image", base), ("palette_image", palette)],
+        ),
+        ({"task_type": "IMAGE_ADJUSTER", "input_image": one}, [("input_image", one)]),
+        (
+            {"task_type": "BACKGROUND_REMOVAL", "input_image_paths": [one, inline, two]},
+            [("input_image_0", one), ("input_image_2", two)],
+        ),
+        (
+            {"task_type": "LLM_INTERACTION", "prompt": "what is it?", "input_images": [two]},
+            [("input_image_0", two)],
+        ),
+    ]
+    for body, inputs in cases:
+        status, task = api.call("POST", "/api/v1/tasks/", {**body, "provider_type": "echo"}, acme)
+        assert status == 200, task
+        status, media = api.call("GET", f"/api/v1/monitoring/tasks/{task['id']}/media", token=acme)
+        assert status == 200, media
+        assert [(m["name"], m["path"]) for m in media["inputs"]] == inputs, body["task_type"]
+        # each is a working link to the stored file
+        for item in media["inputs"]:
+            with urllib.request.urlopen(item["url"], timeout=30) as resp:  # noqa: S310
+                assert resp.read() == image_bytes("PNG")
+
+
 def test_bad_inputs_fail_at_once_with_a_validation_error(api):
     odd = generate(api, width=60, height=64, seed=1)
     done = wait_status(api, odd["id"], {"FAILED"}, timeout=60)
@@ -297,6 +338,14 @@ def test_a_user_reaches_no_other_tenants_file_through_a_task(api):
         hooli,
     )
     assert status == 422 and body["detail"][0]["loc"] == ["body", "EDITING", "reference_images", 1]
+    status, body = api.call(
+        "POST",
+        "/api/v1/tasks/",
+        {"task_type": "VIDEO_GENERATION", "prompt": "p", "input_image_url": secret},
+        hooli,
+    )
+    assert status == 422
+    assert body["detail"][0]["loc"] == ["body", "VIDEO_GENERATION", "input_image_url"]
     status, body = api.call(
         "POST", "/api/v1/training/", {"trigger_word": "tw", "source_images": [secret]}, hooli
     )
