@@ -143,6 +143,15 @@ def handle(state: TaskState | None, message: Message, now: datetime) -> Decision
             return _create(state, message, now)
         if state is None or not _visible_to(state, message.tenant):
             return _rejected(state, message, now, 404, f"task {message.task_id} not found")
+        if state.is_deleted and isinstance(message, UpdateTask | RetryTask):
+            return _rejected(
+                state,
+                message,
+                now,
+                409,
+                f"task {message.task_id} was cleaned up: its files are gone and its record is"
+                " kept as it was; create a new task instead",
+            )
         handler = {
             CancelTask: _cancel,
             RetryTask: _retry,

@@ -337,6 +337,12 @@ def test_update_cleanup_and_delete(running_api):
         "GET", "/api/v1/tasks/?limit=1000&include_deleted=true", token=api.admin_token
     )[1]
     assert task["id"] in {t["id"] for t in listed}
+    # the record is kept for audit as it was: it neither changes nor runs again
+    for body in ({"status": "PENDING"}, {"priority": 1}):
+        status, refused = api.call("PUT", f"/api/v1/tasks/{task['id']}", body, api.admin_token)
+        assert status == 409 and "was cleaned up" in refused["detail"], refused
+    status, kept = api.call("GET", f"/api/v1/tasks/{task['id']}", token=api.admin_token)
+    assert kept == cleaned
     status, deleted = api.call("DELETE", f"/api/v1/tasks/{task['id']}", token=api.admin_token)
     assert status == 200 and deleted["id"] == task["id"]
     assert api.call("GET", f"/api/v1/tasks/{task['id']}", token=api.admin_token)[0] == 404

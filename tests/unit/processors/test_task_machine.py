@@ -416,6 +416,20 @@ def test_delete_removes_and_cleanup_marks(pending):
     assert handle(d.state, command(CleanupTask), at(3)).events == (), "cleanup twice is a no-op"
 
 
+def test_a_cleaned_up_task_is_kept_as_it_was_and_never_runs_again(pending):
+    cancelled = handle(pending, command(CancelTask), at(1)).state
+    cleaned = handle(cancelled, command(CleanupTask), at(2)).state
+    for cmd in (
+        command(RetryTask),
+        command(UpdateTask, changes_json='{"status": "PENDING"}'),
+        command(UpdateTask, changes_json='{"priority": 3}'),
+    ):
+        d = handle(cleaned, cmd, at(3))
+        assert d.state == cleaned and d.events == () and d.jobs == ()
+        assert d.outcome.status_code == 409 and "was cleaned up" in d.outcome.reason
+    assert handle(cleaned, command(DeleteTask), at(3)).state is None, "it can still be deleted"
+
+
 @pytest.mark.parametrize("kind", [DeleteTask, CleanupTask])
 def test_deleting_a_running_task_cancels_it_first_so_its_worker_stops(pending, kind):
     running = handle(pending, report(pending, TaskStatus.EXECUTING), at(1)).state
