@@ -32,6 +32,16 @@ def field_error(loc: list[str | int], msg: str, kind: str) -> web.HTTPException:
     return problem(web.HTTPUnprocessableEntity, [{"loc": loc, "msg": msg, "type": kind}])
 
 
+def refusal(status: int, reason: str) -> web.Response:
+    """A command the task processor refused, with its reason as `detail`; a 422 keeps its
+    documented shape, `HTTPValidationError`, with the reason as the body's message."""
+    if status == 422:
+        return json_response(
+            {"detail": [{"loc": ["body"], "msg": reason, "type": "value_error"}]}, status=status
+        )
+    return json_response({"detail": reason}, status=status)
+
+
 #: `json_array_response` writes when this much is ready (and at the end).
 WRITE_BYTES = 64 * 1024
 

@@ -24,7 +24,7 @@ from api.commands import CommandNotSent, CommandTooLarge
 from api.field_types import Offset
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
 from api.openapi import documented
-from api.responses import field_error, json_array_response, json_response, problem
+from api.responses import field_error, json_array_response, json_response, problem, refusal
 from api.task_bodies import NUL_MESSAGE, has_nul
 from api.task_models import (
     CREATE_BODY,
@@ -193,7 +193,7 @@ async def settle(request: web.Request, command: Any) -> Settled:
             )
         )
     if not outcome.applied:
-        return Settled(json_response({"detail": outcome.reason}, status=outcome.status_code or 409))
+        return Settled(refusal(outcome.status_code or 409, outcome.reason))
     return Settled(row=outcome.row)
 
 
@@ -391,10 +391,19 @@ async def cancel_task(request: web.Request) -> web.Response:
     return await execute(request, CancelTask(**command_head(request, task_id)))
 
 
+#: Update fields the seed declares nullable whose task columns always hold a value.
+_NOT_NULL = frozenset({"status", "priority", "progress", "retry_count"})
+
+
 async def _update(
     request: web.Request, row: dict, body: BaseModel, task_type: TaskType | None
 ) -> web.Response:
     changes = body.model_dump(mode="json", exclude_unset=True)
+    for name in _NOT_NULL & changes.keys():
+        if changes[name] is None:
+            raise field_error(
+                ["body", name], f"{name} cannot be null; leave it out to keep it", "null_value"
+            )
     # The worker updates' origin_tenant_id may restate the tenant, never move the task: its
     # files and its visibility belong to the tenant that created it.
     if changes.pop("origin_tenant_id", row["tenant"]) != row["tenant"]:

@@ -328,6 +328,19 @@ def test_update_cleanup_and_delete(running_api):
     assert (
         api.call("PUT", f"/api/v1/tasks/{task['id']}", {"prompt": "x"}, api.admin_token)[0] == 422
     )
+    for name in ("priority", "status"):  # nullable in the seed, never null on a task
+        assert api.call("PUT", f"/api/v1/tasks/{task['id']}", {name: None}, api.admin_token) == (
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["body", name],
+                        "msg": f"{name} cannot be null; leave it out to keep it",
+                        "type": "null_value",
+                    }
+                ]
+            },
+        )
     wait_status(api, task["id"], {"COMPLETED"})
     status, cleaned = api.call("POST", f"/api/v1/tasks/{task['id']}/cleanup", token=api.admin_token)
     assert status == 200

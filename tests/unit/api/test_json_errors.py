@@ -3,12 +3,14 @@ else 500, logged."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import json_errors
+from api.responses import refusal
 from state.db import DatabaseUnavailable
 
 
@@ -42,3 +44,18 @@ async def test_an_unexpected_error_is_a_json_500_and_logged_with_its_traceback(c
     assert (status, body) == (500, {"detail": "internal error; the server logged it"})
     [record] = [r for r in caplog.records if r.getMessage() == "GET /x failed"]
     assert record.exc_info[1].args == ("boom",)
+
+
+def test_a_refused_command_keeps_the_documented_shape_of_its_status():
+    unprocessable = refusal(422, "changes_json is not valid JSON")
+    assert unprocessable.status == 422
+    assert json.loads(unprocessable.body) == {
+        "detail": [
+            {"loc": ["body"], "msg": "changes_json is not valid JSON", "type": "value_error"}
+        ]
+    }
+    conflict = refusal(409, "cannot cancel a COMPLETED task")
+    assert (conflict.status, json.loads(conflict.body)) == (
+        409,
+        {"detail": "cannot cancel a COMPLETED task"},
+    )
