@@ -36,7 +36,9 @@ class TokenResponse(BaseModel):
 
 
 @routes.post("/api/v1/admin/tokens")
-@documented("Issue API Token", "admin", body=TokenRequest, response=TokenResponse)
+@documented(
+    "Issue API Token", "admin", body=TokenRequest, response=TokenResponse, status=201, errors=(403,)
+)
 async def issue_token(request: web.Request) -> web.Response:
     """A new token for a tenant. Shown once: only its SHA-256 is stored."""
     require_admin(request)

@@ -120,7 +120,7 @@ def shared_health(app: web.Application) -> SharedCheck:
     return SharedCheck(lambda: _check(app))
 
 
-@documented("Health Check", "health", response=Health, public=True)
+@documented("Health Check", "health", response=Health, public=True, errors=((503, Health),))
 async def health(request: web.Request) -> web.Response:
     """200 when every component is ready, 503 naming what is not."""
     body, status = await request.app[HEALTH].get()

@@ -190,7 +190,13 @@ async def _upload(request: web.Request, allowed: tuple[str, ...]) -> dict[str, A
 
 
 @routes.post("/api/v1/lora/upload")
-@documented("Upload a LoRA model file", "lora", response=LoRAUploadResponse)
+@documented(
+    "Upload a LoRA model file",
+    "lora",
+    response=LoRAUploadResponse,
+    status=201,
+    errors=(400, 409, 413, 415),
+)
 async def upload_lora(request: web.Request) -> web.Response:
     """Multipart: `file` (.safetensors .ckpt .pt .pth .bin, at most 500 MB), `entity_type`
     (clothes, identities, product, styles; default no_type_provided) and `use_safe_filename`
@@ -201,7 +207,13 @@ async def upload_lora(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/admin/lora/upload")
-@documented("Upload a LoRA model file (Admin)", "admin", response=AdminLoRAUploadResponse)
+@documented(
+    "Upload a LoRA model file (Admin)",
+    "admin",
+    response=AdminLoRAUploadResponse,
+    status=201,
+    errors=(400, 403, 409, 413, 415),
+)
 async def admin_upload_lora(request: web.Request) -> web.Response:
     """As `/api/v1/lora/upload`, for admins, and `faces` is an entity type too."""
     require_admin(request)
@@ -219,7 +231,11 @@ def _lora_path(root: Path, partial: str) -> Path:
 
 @routes.delete("/api/v1/admin/lora")
 @documented(
-    "Delete a LoRA model file (Admin)", "admin", body=LoRADeleteRequest, response=LoRADeleteResponse
+    "Delete a LoRA model file (Admin)",
+    "admin",
+    body=LoRADeleteRequest,
+    response=LoRADeleteResponse,
+    errors=(400, 403),
 )
 async def admin_delete_lora(request: web.Request) -> web.Response:
     """Moves the file to `<data dir>/bin/models/loras/<partial_path>` (recoverable); a file

@@ -121,7 +121,9 @@ class AggregateStats(BaseModel):
 
 
 @routes.get("/api/v1/monitoring/stats")
-@documented("Get Monitoring Stats", "monitoring", query=StatsQuery, response=AggregateStats)
+@documented(
+    "Get Monitoring Stats", "monitoring", query=StatsQuery, response=AggregateStats, errors=(403,)
+)
 async def get_monitoring_stats(request: web.Request) -> web.Response:
     """Counts by status, provider and task type, plus tasks created in the last hour and day,
     from the stream tables (eventually consistent, about a second behind). Admin only: the

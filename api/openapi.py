@@ -33,6 +33,29 @@ class Problem(BaseModel):
     detail: str
 
 
+class Accepted(BaseModel):
+    detail: str
+    task_id: str
+
+
+#: What each answer a route may give besides its success means (all but 202 and 422 are
+#: `Problem`s, the reason in `detail`).
+ANSWERS = {
+    202: "Accepted, still being applied past the write bound: `Location` names the task",
+    400: "A malformed header or path",
+    401: "Missing or invalid token",
+    403: "The token lacks the admin role, or names another tenant",
+    404: "Not found (or another tenant's)",
+    409: "Conflicts with the task's state or an earlier request",
+    413: "Over a size limit (the limit in `detail`)",
+    415: "Not a file type the route stores",
+    422: "Validation Error",
+    503: "The broker or the database is unavailable: retry later",
+}
+#: The answers of a route that sends a command to the task processor and awaits it.
+COMMAND = (202, 409, 503)
+
+
 @dataclass(frozen=True)
 class Doc:
     summary: str
@@ -41,6 +64,8 @@ class Doc:
     query: type[BaseModel] | None = None
     response: Any = None
     public: bool = False
+    status: int = 200
+    errors: tuple[int | tuple[int, Any], ...] = ()
 
 
 def documented(
@@ -51,11 +76,18 @@ def documented(
     query: type[BaseModel] | None = None,
     response: Any = None,
     public: bool = False,
+    status: int = 200,
+    errors: tuple[int | tuple[int, Any], ...] = (),
 ) -> Callable:
-    """Describe a handler for the generated OpenAPI document."""
+    """Describe a handler for the generated OpenAPI document: it answers `status` with
+    `response`, 422 for bad input, and (unless `public`) 401, 404 and 503; `errors` names
+    the other answers it may give (keys of `ANSWERS`, or (key, body model) where the body
+    is not a `Problem`)."""
 
     def mark(handler: Callable) -> Callable:
-        handler.__openapi__ = Doc(summary, tag, body, query, response, public)  # type: ignore[attr-defined]
+        handler.__openapi__ = Doc(  # type: ignore[attr-defined]
+            summary, tag, body, query, response, public, status, errors
+        )
         return handler
 
     return mark
@@ -141,26 +173,22 @@ def build_spec(app: web.Application, title: str, version: str) -> dict[str, Any]
         ]
         if doc.query is not None:
             parameters += schemas.params(doc.query)
-        responses: dict[str, Any] = {
-            "200": {
-                "description": "Successful Response",
-                "content": {
-                    "application/json": {"schema": schemas.of(doc.response) if doc.response else {}}
-                },
-            },
-            "422": {
-                "description": "Validation Error",
-                "content": {"application/json": {"schema": schemas.of(HTTPValidationError)}},
-            },
-        }
+        success = {"description": "Successful Response"}
+        if doc.response:
+            success["content"] = {"application/json": {"schema": schemas.of(doc.response)}}
+        responses: dict[str, Any] = {str(doc.status): success}
+        answers: dict[int, Any] = {202: Accepted, 422: HTTPValidationError}
+        codes = {422, *(e if isinstance(e, int) else e[0] for e in doc.errors)}
+        answers |= {e[0]: e[1] for e in doc.errors if not isinstance(e, int)}
         if not doc.public:
-            responses["401"] = {
-                "description": "Missing or invalid token",
-                "content": {"application/json": {"schema": schemas.of(Problem)}},
-            }
-            responses["404"] = {
-                "description": "Not found (or another tenant's)",
-                "content": {"application/json": {"schema": schemas.of(Problem)}},
+            codes |= {401, 404, 503}
+        if doc.body is not None:
+            codes.add(413)
+        for code in sorted(codes):
+            model = answers.get(code, Problem)
+            responses[str(code)] = {
+                "description": ANSWERS[code],
+                "content": {"application/json": {"schema": schemas.of(model)}},
             }
         operation: dict[str, Any] = {
             "summary": doc.summary,
@@ -181,7 +209,26 @@ def build_spec(app: web.Application, title: str, version: str) -> dict[str, Any]
         paths.setdefault(path, {})[route.method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
-    return spec.to_dict()
+    document = spec.to_dict()
+    _require_discriminators(document, document["components"]["schemas"])
+    return document
+
+
+def _require_discriminators(node: Any, components: dict[str, Any]) -> None:
+    """OpenAPI 3.0: the members of a discriminated union require the property that picks
+    them, as the API does. pydantic leaves it out of `required` where it has a default (a
+    `Create*Task`'s `task_type`)."""
+    if isinstance(node, list):
+        for item in node:
+            _require_discriminators(item, components)
+    elif isinstance(node, dict):
+        if isinstance(picker := node.get("discriminator"), dict):
+            for ref in picker.get("mapping", {}).values():
+                required = components[ref.rsplit("/", 1)[1]].setdefault("required", [])
+                if picker["propertyName"] not in required:
+                    required.append(picker["propertyName"])
+        for value in node.values():
+            _require_discriminators(value, components)
 
 
 def _path_params(path: str) -> list[str]:

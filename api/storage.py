@@ -156,7 +156,9 @@ async def _existing(key: str, operation: Callable[[str], Any]) -> Any:
 
 
 @routes.get(PREFIX)
-@documented("List Images", "storage", query=ListImagesQuery, response=StoredImageList)
+@documented(
+    "List Images", "storage", query=ListImagesQuery, response=StoredImageList, errors=(400,)
+)
 async def list_images(request: web.Request) -> web.Response:
     query = parse_query(request, ListImagesQuery)
     tenant = scope(request)
@@ -176,7 +178,7 @@ async def list_images(request: web.Request) -> web.Response:
 
 
 @routes.get(PREFIX + "/{path:.+}", allow_head=False)
-@documented("Get Image", "storage")
+@documented("Get Image", "storage", errors=(400,))
 async def get_image(request: web.Request) -> web.Response:
     key = await _key(request)
     data = await _existing(key, request.app[STORAGE].get)
@@ -184,7 +186,7 @@ async def get_image(request: web.Request) -> web.Response:
 
 
 @routes.head(PREFIX + "/{path:.+}")
-@documented("Check Image Exists", "storage")
+@documented("Check Image Exists", "storage", errors=(400,))
 async def head_image(request: web.Request) -> web.Response:
     key = await _key(request)
     info = await _existing(key, request.app[STORAGE].stat)
@@ -192,7 +194,7 @@ async def head_image(request: web.Request) -> web.Response:
 
 
 @routes.post(PREFIX + "/{path:.+}")
-@documented("Save Image", "storage", response=StoredImage)
+@documented("Save Image", "storage", response=StoredImage, status=201, errors=(400, 409, 413, 415))
 async def save_image(request: web.Request) -> web.Response:
     """Multipart body with one `file` part, as in the seed."""
     key = await _key(request, write=True)
@@ -218,7 +220,7 @@ async def save_image(request: web.Request) -> web.Response:
 
 
 @routes.delete(PREFIX + "/{path:.+}")
-@documented("Delete Image", "storage")
+@documented("Delete Image", "storage", errors=(400,))
 async def delete_image(request: web.Request) -> web.Response:
     key = await _key(request)
     await _existing(key, request.app[STORAGE].delete)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,11 +20,12 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from api.commands import CommandNotSent, CommandTooLarge
 from api.field_types import Offset
 from api.keys import COMMANDS, OUTCOMES, PRINCIPAL, SETTINGS, STORAGE, TASK_READER
-from api.openapi import documented
+from api.openapi import COMMAND, documented
 from api.responses import field_error, json_array_response, json_response, problem, refusal
 from api.task_bodies import NUL_MESSAGE, has_nul
 from api.task_models import (
@@ -83,11 +85,28 @@ class ListQuery(BaseModel):
 
 def validation_error(exc: ValidationError, where: str) -> web.HTTPException:
     """FastAPI's `HTTPValidationError` body: {"detail": [{"loc", "msg", "type"}]}."""
-    detail = [
-        {"loc": [where, *e["loc"]], "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_context=False)
-    ]
+    detail = [_error_at(where, e) for e in exc.errors(include_url=False)]
     return problem(web.HTTPUnprocessableEntity, detail)
+
+
+def _error_at(where: str, e: ErrorDetails) -> dict[str, Any]:
+    """One pydantic error as FastAPI places it. A discriminated union's missing or unknown
+    tag (`task_type`) is an error of that field, as it would be for a plain enum field."""
+    loc: list[Any] = [where, *e["loc"]]
+    if e["type"] == "union_tag_not_found":
+        return {"loc": [*loc, _tag_field(e)], "msg": "Field required", "type": "missing"}
+    if e["type"] == "union_tag_invalid":
+        # the expected tags come as enum reprs: <TaskType.GENERATION: 'GENERATION'>, ...
+        tags = [f"'{t}'" for t in re.findall(r": '([^']*)'>", e["ctx"]["expected_tags"])]
+        if tags:
+            expected = ", ".join(tags[:-1]) + f" or {tags[-1]}" if len(tags) > 1 else tags[0]
+            msg = f"Input should be {expected}"
+            return {"loc": [*loc, _tag_field(e)], "msg": msg, "type": "enum"}
+    return {"loc": loc, "msg": e["msg"], "type": e["type"]}
+
+
+def _tag_field(e: ErrorDetails) -> str:
+    return e["ctx"]["discriminator"].strip("'")
 
 
 async def parse_body(request: web.Request, adapter: TypeAdapter | type[BaseModel]) -> Any:
@@ -286,7 +305,11 @@ async def get_generation_task(request: web.Request) -> web.Response:
 
 @routes.put("/api/v1/tasks/generation/{task_id}")
 @documented(
-    "Update Generation Task", "tasks", body=GenerationTaskUpdate, response=GenerationTaskPublic
+    "Update Generation Task",
+    "tasks",
+    body=GenerationTaskUpdate,
+    response=GenerationTaskPublic,
+    errors=COMMAND,
 )
 async def update_generation_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
@@ -296,7 +319,7 @@ async def update_generation_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/tasks/generation/{task_id}/cancel")
-@documented("Cancel Generation Task", "tasks", response=GenerationTaskPublic)
+@documented("Cancel Generation Task", "tasks", response=GenerationTaskPublic, errors=COMMAND)
 async def cancel_generation_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     await read_task(request, task_id, TaskType.GENERATION)
@@ -304,7 +327,9 @@ async def cancel_generation_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/tasks/")
-@documented("Create Task", "tasks", body=CREATE_BODY, response=TASK_PUBLIC)
+@documented(
+    "Create Task", "tasks", body=CREATE_BODY, response=TASK_PUBLIC, errors=(400, 403, *COMMAND)
+)
 async def create_task(request: web.Request) -> web.Response:
     body = await parse_body(request, CREATE_BODY)
     tenant = creating_tenant(request, body.origin_tenant_id)
@@ -340,7 +365,7 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/v1/tasks/{task_id}")
-@documented("Update Task", "tasks", body=_ANY_UPDATE, response=TASK_PUBLIC)
+@documented("Update Task", "tasks", body=_ANY_UPDATE, response=TASK_PUBLIC, errors=COMMAND)
 async def update_task(request: web.Request) -> web.Response:
     row = await read_task(request, task_id_of(request))
     body = await parse_body(request, UPDATE_MODELS[TaskType(row["task_type"])])
@@ -348,7 +373,7 @@ async def update_task(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/tasks/{task_id}")
-@documented("Delete Task", "tasks", response=TASK_PUBLIC)
+@documented("Delete Task", "tasks", response=TASK_PUBLIC, errors=COMMAND)
 async def delete_task(request: web.Request) -> web.Response:
     """Remove the task's record and files. A PENDING or EXECUTING task is cancelled first,
     so its job stops; the answer is the task as it was."""
@@ -362,7 +387,7 @@ async def delete_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/tasks/{task_id}/cleanup")
-@documented("Cleanup Task", "tasks", response=TASK_PUBLIC)
+@documented("Cleanup Task", "tasks", response=TASK_PUBLIC, errors=COMMAND)
 async def cleanup_task(request: web.Request) -> web.Response:
     """Remove the task's files and hide it from lists (`is_deleted`), keeping the record. A
     PENDING or EXECUTING task is cancelled first, so its job stops."""
@@ -384,7 +409,7 @@ async def _remove_files(request: web.Request, row: dict) -> None:
 
 
 @routes.post("/api/v1/tasks/{task_id}/cancel")
-@documented("Cancel Task", "tasks", response=TASK_PUBLIC)
+@documented("Cancel Task", "tasks", response=TASK_PUBLIC, errors=COMMAND)
 async def cancel_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     await read_task(request, task_id)

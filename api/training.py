@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from api.field_types import Offset
 from api.keys import TASK_READER
-from api.openapi import documented
+from api.openapi import COMMAND, documented
 from api.responses import json_array_response, json_response
 from api.task_queries import TaskFilter
 from api.tasks import (
@@ -90,7 +90,13 @@ async def _answer(request: web.Request, command: Any) -> web.Response:
 
 
 @routes.post("/api/v1/training/")
-@documented("Create Training Task", "training", body=TrainingTaskCreate, response=TrainingTask)
+@documented(
+    "Create Training Task",
+    "training",
+    body=TrainingTaskCreate,
+    response=TrainingTask,
+    errors=(400, 403, *COMMAND),
+)
 async def create_training(request: web.Request) -> web.Response:
     """Create and start a new training task. Only `trigger_word` is required; a field sent
     as `null` takes its default. With an `Idempotency-Key` header, a retry with the same
@@ -133,7 +139,7 @@ async def get_training(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/training/{task_id}/cancel")
-@documented("Cancel Training", "training", response=TrainingTask)
+@documented("Cancel Training", "training", response=TrainingTask, errors=COMMAND)
 async def cancel_training(request: web.Request) -> web.Response:
     """Cancel a pending or running training; a running one stops at the next step boundary
     and keeps the checkpoints written so far."""

@@ -81,3 +81,18 @@ def test_a_tenant_name_must_be_able_to_name_its_upload_folder(running_api):
         assert status == 422 and body["detail"][0]["loc"] == ["body", "tenant"], tenant
     status, body = running_api.call("POST", "/api/v1/admin/tokens", {"tenant": "acme-2_b.c"}, token)
     assert status == 201 and body["tenant"] == "acme-2_b.c"
+
+
+def test_a_missing_or_unknown_task_type_is_an_error_of_that_field(running_api):
+    token = running_api.admin_token
+    status, body = running_api.call("POST", "/api/v1/tasks/", {"fal_app_id": "x"}, token)
+    assert (status, body) == (
+        422,
+        {"detail": [{"loc": ["body", "task_type"], "msg": "Field required", "type": "missing"}]},
+    )
+    status, body = running_api.call("POST", "/api/v1/tasks/", {"task_type": "PAINTING"}, token)
+    assert status == 422
+    (error,) = body["detail"]
+    assert error["loc"] == ["body", "task_type"] and error["type"] == "enum"
+    assert error["msg"].startswith("Input should be 'GENERATION', 'EDITING', 'REFINE', ")
+    assert error["msg"].endswith(" or 'FACE_ENHANCER'")
