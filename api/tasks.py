@@ -176,8 +176,9 @@ class Settled:
     row: dict | None = None
 
 
-async def settle(request: web.Request, command: Any) -> Settled:
-    """Send a command and await its outcome (a 202 only once the broker has the command)."""
+async def settle(request: web.Request, command: Any, route: str = "/api/v1/tasks") -> Settled:
+    """Send a command and await its outcome (a 202 only once the broker has the command,
+    with `Location` under `route`, where the task is read)."""
     app = request.app
     pending = app[OUTCOMES].expect(command.command_id)
     try:
@@ -208,7 +209,7 @@ async def settle(request: web.Request, command: Any) -> Settled:
             json_response(
                 {"detail": "accepted; still being applied", "task_id": str(command.task_id)},
                 status=202,
-                headers={"Location": f"/api/v1/tasks/{command.task_id}"},
+                headers={"Location": f"{route}/{command.task_id}"},
             )
         )
     if not outcome.applied:

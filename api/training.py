@@ -82,7 +82,7 @@ def training_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _answer(request: web.Request, command: Any) -> web.Response:
-    settled = await settle(request, command)
+    settled = await settle(request, command, "/api/v1/training")
     if settled.response is not None:
         return settled.response
     row = await read_task(request, command.task_id, TRAINING_TASK_TYPE, settled.row)

@@ -35,12 +35,25 @@ def test_a_write_past_the_bound_answers_202_and_lands_later(bootstrap, database_
         location = headers["Location"]
         assert location == f"/api/v1/tasks/{accepted['task_id']}"
         assert api.call("GET", location, token=api.admin_token)[0] == 404
+        # a training is found under the training routes
+        status, headers, content = api.call_raw(
+            "POST",
+            "/api/v1/training/",
+            json.dumps({"trigger_word": "tw"}).encode(),
+            api.admin_token,
+            {"Content-Type": "application/json"},
+        )
+        training = json.loads(content)["task_id"]
+        assert status == 202 and headers["Location"] == f"/api/v1/training/{training}"
         with run_members(api):
             deadline = time.monotonic() + 30
             while api.call("GET", location, token=api.admin_token)[0] == 404:
                 assert time.monotonic() < deadline, "the accepted command was never applied"
                 time.sleep(0.1)
             done = wait_status(api, accepted["task_id"], {"COMPLETED"})
+            while api.call("GET", headers["Location"], token=api.admin_token)[0] == 404:
+                assert time.monotonic() < deadline, "the accepted training was never applied"
+                time.sleep(0.1)
         assert done["prompt"] == "later"
 
 
