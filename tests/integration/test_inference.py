@@ -133,12 +133,14 @@ def test_image_to_image_from_a_stored_result(api):
 
 
 def test_the_media_route_lists_the_inputs_of_every_task_type(api):
-    acme = api.call("POST", "/api/v1/admin/tokens", {"tenant": "acme"}, api.admin_token)[1]["token"]
+    lumon = api.call("POST", "/api/v1/admin/tokens", {"tenant": "lumon"}, api.admin_token)[1][
+        "token"
+    ]
     stored = {}
     for name in ("base.png", "palette.png", "one.png", "two.png"):
         body, form = multipart({"file": (name, image_bytes("PNG"))})
-        path = f"uploads/acme/media/{name}"
-        assert api.call_raw("POST", f"/api/v1/storage/images/{path}", body, acme, form)[0] == 201
+        path = f"uploads/lumon/media/{name}"  # a tenant of its own: others list theirs
+        assert api.call_raw("POST", f"/api/v1/storage/images/{path}", body, lumon, form)[0] == 201
         stored[name] = path
     base, palette, one, two = stored.values()
     inline = data_url("red")
@@ -162,9 +164,9 @@ def test_the_media_route_lists_the_inputs_of_every_task_type(api):
         ),
     ]
     for body, inputs in cases:
-        status, task = api.call("POST", "/api/v1/tasks/", {**body, "provider_type": "echo"}, acme)
+        status, task = api.call("POST", "/api/v1/tasks/", {**body, "provider_type": "echo"}, lumon)
         assert status == 200, task
-        status, media = api.call("GET", f"/api/v1/monitoring/tasks/{task['id']}/media", token=acme)
+        status, media = api.call("GET", f"/api/v1/monitoring/tasks/{task['id']}/media", token=lumon)
         assert status == 200, media
         assert [(m["name"], m["path"]) for m in media["inputs"]] == inputs, body["task_type"]
         # each is a working link to the stored file
