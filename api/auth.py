@@ -76,13 +76,11 @@ class TokenStore:
         cached = self._cache.get(digest)
         if cached and now - cached[0] < _CACHE_TTL_S:
             return cached[1]
-        async with self._db.transaction() as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT token_hash, role, tenant FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL",
-                    (digest,),
-                )
-            ).fetchone()
+        row = await self._db.fetchone(
+            "SELECT token_hash, role, tenant FROM api_tokens"
+            " WHERE token_hash = %s AND revoked_at IS NULL",
+            (digest,),
+        )
         principal = (
             Principal(row[1], row[2]) if row and hmac.compare_digest(row[0], digest) else None
         )
