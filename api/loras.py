@@ -31,7 +31,7 @@ from safetensors import safe_open
 from api.keys import SETTINGS
 from api.openapi import documented
 from api.responses import field_error, json_response, problem
-from api.tasks import parse_body, require_admin
+from api.tasks import multipart_parts, parse_body, require_admin
 
 routes = web.RouteTableDef()
 
@@ -126,8 +126,6 @@ async def _stream_to(part: BodyPartReader, temp: Path, limit: int) -> int:
 
 
 async def _upload(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not request.content_type.startswith("multipart/"):
-        raise problem(web.HTTPUnsupportedMediaType, "send multipart/form-data with a 'file' part")
     root = loras_root(request)
     incoming = root / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
@@ -135,10 +133,7 @@ async def _upload(request: web.Request, allowed: tuple[str, ...]) -> dict[str, A
     fields: dict[str, str] = {}
     original = size = None
     try:
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue
+        async for part in multipart_parts(request):
             if part.name == "file":
                 original = part.filename or ""
                 if not original.lower().endswith(SUFFIXES):

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from api.keys import SIGNER, STORAGE
 from api.openapi import documented
 from api.responses import field_error, json_response, problem
-from api.tasks import parse_query
+from api.tasks import multipart_parts, parse_query
 from api.tenancy import may_access, scope
 from state.storage import BadKey, NotFound, ObjectInfo, PathTaken, safe_key
 
@@ -198,12 +198,9 @@ async def head_image(request: web.Request) -> web.Response:
 async def save_image(request: web.Request) -> web.Response:
     """Multipart body with one `file` part, as in the seed."""
     key = await _key(request, write=True)
-    if not request.content_type.startswith("multipart/"):
-        raise problem(web.HTTPUnsupportedMediaType, "send multipart/form-data with a 'file' part")
-    reader = await request.multipart()
     data: bytes | None = None
-    async for part in reader:
-        if getattr(part, "name", None) == "file":
+    async for part in multipart_parts(request):
+        if part.name == "file":
             data = await part.read()  # bounded by the app's client_max_size
             break
     if data is None:

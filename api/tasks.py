@@ -14,11 +14,12 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -119,6 +120,20 @@ async def parse_body(request: web.Request, adapter: TypeAdapter | type[BaseModel
         return adapter.model_validate_json(raw)
     except ValidationError as exc:
         raise validation_error(exc, "body") from None
+
+
+async def multipart_parts(request: web.Request) -> AsyncIterator[BodyPartReader]:
+    """The parts of a multipart/form-data body, as they arrive: 415 for another body, 400
+    for one that is not well formed (no boundary, or a body that does not start with it)."""
+    if not request.content_type.startswith("multipart/"):
+        raise problem(web.HTTPUnsupportedMediaType, "send multipart/form-data with a 'file' part")
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader):  # a nested multipart is no file
+                yield part
+    except ValueError as exc:  # aiohttp's word for a malformed multipart body
+        raise problem(web.HTTPBadRequest, f"malformed multipart body: {exc}") from None
 
 
 def parse_query(request: web.Request, model: type[BaseModel]) -> Any:

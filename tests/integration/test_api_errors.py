@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from api.task_bodies import NUL_MESSAGE
 
 
@@ -96,3 +98,26 @@ def test_a_missing_or_unknown_task_type_is_an_error_of_that_field(running_api):
     assert error["loc"] == ["body", "task_type"] and error["type"] == "enum"
     assert error["msg"].startswith("Input should be 'GENERATION', 'EDITING', 'REFINE', ")
     assert error["msg"].endswith(" or 'FACE_ENHANCER'")
+
+
+def test_a_malformed_multipart_upload_is_400_with_the_reason(running_api):
+    token = running_api.admin_token
+    for path in (
+        "/api/v1/storage/images/uploads/acme/x.png",
+        "/api/v1/lora/upload",
+        "/api/v1/admin/lora/upload",
+    ):
+        for content_type, body, why in (
+            ("multipart/form-data", b"", "boundary missed"),  # no boundary
+            ("multipart/form-data; boundary=b", b"not a multipart body", "starting boundary"),
+        ):
+            status, _, answer = running_api.call_raw(
+                "POST", path, body, token, {"Content-Type": content_type}
+            )
+            assert status == 400, (path, content_type, answer)
+            detail = json.loads(answer)["detail"]
+            assert detail.startswith("malformed multipart body: ") and why in detail, detail
+        status, _, _ = running_api.call_raw(
+            "POST", path, b"{}", token, {"Content-Type": "application/json"}
+        )
+        assert status == 415, path
