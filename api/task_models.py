@@ -13,7 +13,16 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from api.field_types import STRICT, Count32, Int32, JsonObject, JsonValue, WebhookUrl
 from streams.records import ErrorCategory, TaskStatus
@@ -456,6 +465,20 @@ class TaskPublicUpdate(_Strict):
     errors: list[str] | None = None
     executor_type: str | None = None
     executor_instance: str | None = None
+
+    @field_validator(
+        "status", "priority", "progress", "retry_count", mode="before", check_fields=False
+    )
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        """Nullable in the seed, but a task always has these: null cannot mean a value."""
+        if value is None:
+            raise PydanticCustomError(
+                "null_value",
+                "{name} cannot be null; leave it out to keep it",
+                {"name": info.field_name},
+            )
+        return value
 
 
 class ExperimentalFalTaskPublicUpdate(TaskPublicUpdate):

@@ -432,19 +432,10 @@ async def cancel_task(request: web.Request) -> web.Response:
     return await execute(request, CancelTask(**command_head(request, task_id)))
 
 
-#: Update fields the seed declares nullable whose task columns always hold a value.
-_NOT_NULL = frozenset({"status", "priority", "progress", "retry_count"})
-
-
 async def _update(
     request: web.Request, row: dict, body: BaseModel, task_type: TaskType | None
 ) -> web.Response:
     changes = body.model_dump(mode="json", exclude_unset=True)
-    for name in _NOT_NULL & changes.keys():
-        if changes[name] is None:
-            raise field_error(
-                ["body", name], f"{name} cannot be null; leave it out to keep it", "null_value"
-            )
     # The worker updates' origin_tenant_id may restate the tenant, never move the task: its
     # files and its visibility belong to the tenant that created it.
     if changes.pop("origin_tenant_id", row["tenant"]) != row["tenant"]:
