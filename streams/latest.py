@@ -63,7 +63,7 @@ class TopicReader:
         reading stopped: a reader that gave up would fail silently (a worker that never sees
         a cancellation again, with nothing to show for it)."""
         positions: dict[int, int] = {}  # the next offset of each partition read from
-        delay = RETRY_S
+        self._delay = RETRY_S  # back to RETRY_S whenever the partitions are assigned
         while not self._stop.is_set():
             consumer = Consumer(
                 {
@@ -74,32 +74,31 @@ class TopicReader:
                 }
             )
             try:
-                if self._follow(consumer, positions):
-                    delay = RETRY_S
+                self._follow(consumer, positions)
             except KafkaException as exc:
                 logger.warning("reader of %s: %s; reconnecting", self._topic.name, exc)
             finally:
                 consumer.close()
-            self._stop.wait(delay)
-            delay = min(delay * 2, MAX_RETRY_S)
+            self._stop.wait(self._delay)
+            self._delay = min(self._delay * 2, MAX_RETRY_S)
 
-    def _follow(self, consumer: Consumer, positions: dict[int, int]) -> bool:
-        """Read until stopped; False at once when the topic has no partitions yet."""
+    def _follow(self, consumer: Consumer, positions: dict[int, int]) -> None:
+        """Read until stopped; return at once when the topic has no partitions yet."""
         name = self._topic.name
         partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
         if not partitions:
             logger.info("reader of %s: no such topic yet; looking again", name)
             self._appeared = True
-            return False
+            return
         start = OFFSET_BEGINNING if self._appeared else self._start
         consumer.assign([TopicPartition(name, p, positions.get(p, start)) for p in partitions])
         self.ready.set()
+        self._delay = RETRY_S
         while not self._stop.is_set():
             for msg in consumer.consume(num_messages=500, timeout=0.2):
                 if msg.error() is None:
                     positions[msg.partition()] = msg.offset() + 1
                     self._decode(msg.key(), msg.value())
-        return True
 
     def _decode(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:
