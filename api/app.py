@@ -227,7 +227,18 @@ def create_app(settings: Settings) -> web.Application:
         settings = settings.model_copy(update={"admin_token": SecretStr(token)})
         logger.warning("TASKSTREAM_ADMIN_TOKEN is unset; generated admin token: %s", token)
     app = web.Application(
-        middlewares=[json_errors, refuse_nul, authenticate],
+        middlewares=[
+            json_errors,
+            refuse_nul,
+            # as FastAPI, which the seed's API runs on: a path that resolves only with its
+            # trailing slash added or removed (or doubled slashes merged) redirects there with
+            # 307, which keeps the method and body
+            web.normalize_path_middleware(redirect_class=web.HTTPTemporaryRedirect),
+            web.normalize_path_middleware(
+                append_slash=False, remove_slash=True, redirect_class=web.HTTPTemporaryRedirect
+            ),
+            authenticate,
+        ],
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings

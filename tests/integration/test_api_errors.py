@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from unittest.mock import ANY
 
 from api.task_bodies import NUL_MESSAGE
 
@@ -13,6 +15,24 @@ def test_unknown_route_is_401_without_a_token_and_json_404_with_one(running_api)
         404,
         {"detail": "Not Found"},
     )
+
+
+def test_a_path_off_by_a_slash_redirects_with_307_keeping_the_method(running_api):
+    """As FastAPI answers, which the seed's clients may rely on: `/api/v1/tasks` is the
+    list and create route `/api/v1/tasks/`, and `/api/v1/tasks/{id}/` the task."""
+    token = running_api.admin_token
+    status, headers, _ = running_api.call_raw("POST", "/api/v1/tasks?x=1", b"{}", token)
+    assert status == 307 and headers["Location"] == "/api/v1/tasks/?x=1"
+    status, headers, _ = running_api.call_raw("POST", "//api/v1/tasks/", b"{}", token)
+    assert status == 307 and headers["Location"] == "/api/v1/tasks/"
+    cancel = f"/api/v1/tasks/{uuid.uuid4()}/cancel"
+    status, headers, _ = running_api.call_raw("POST", cancel + "/", None, token)
+    assert status == 307 and headers["Location"] == cancel
+    assert running_api.call("GET", "/api/v1/monitoring/stats/", token=token)[0] == 200
+    # urllib follows a GET's redirect, as most clients do
+    assert running_api.call("GET", "/api/v1/tasks?limit=1", token=token)[0] == 200
+    assert running_api.call("GET", "/api/v1/tasks?limit=1") == (401, ANY)
+    assert running_api.call("GET", "/api/v1/nothing-here/", token=token)[0] == 404
 
 
 def test_oversized_bodies_are_413_with_the_limit(running_api):
