@@ -23,14 +23,18 @@ def echo(job: InferenceJob | TrainingJob, ctx: JobContext) -> dict:
     config = payload.get("provider_config") or {}
     if not isinstance(config, dict):
         raise ValueError("provider_config must be an object for the echo provider")
-    delay_ms = config.get("delay_ms", 0)
-    if not isinstance(delay_ms, int | float) or not 0 <= delay_ms <= MAX_DELAY_MS:
+    delay_ms, fail = config.get("delay_ms", 0), config.get("fail", False)
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int | float):
+        delay_ms = -1  # `true` is no number of milliseconds
+    if not 0 <= delay_ms <= MAX_DELAY_MS:
         raise ValueError(f"provider_config.delay_ms must be a number from 0 to {MAX_DELAY_MS}")
+    if not isinstance(fail, bool):
+        raise ValueError("provider_config.fail must be true or false")
     deadline = time.monotonic() + delay_ms / 1000
     while time.monotonic() < deadline:  # a cancel stops the wait within one 20 ms slice
         if ctx.should_stop():
             raise JobCancelled(f"task {job.task_id} was cancelled")
         time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
-    if config.get("fail"):
+    if fail:
         raise EchoFailure(f"echo failure requested (attempt {job.attempt})")
     return {"executor_type": "echo", "service_task_id": f"echo-{job.job_id}"}
