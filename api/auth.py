@@ -24,6 +24,7 @@ _CACHE_TTL_S = 30.0  # a revoked token keeps working at most this long
 class Principal:
     role: str  # "admin" or "user"
     tenant: str | None
+    token_id: str | None = None  # the SHA-256 of the token it authenticated with
 
     @property
     def is_admin(self) -> bool:
@@ -82,9 +83,37 @@ class TokenStore:
             (digest,),
         )
         principal = (
-            Principal(row[1], row[2]) if row and hmac.compare_digest(row[0], digest) else None
+            Principal(row[1], row[2], digest)
+            if row and hmac.compare_digest(row[0], digest)
+            else None
         )
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now, principal)
         return principal
+
+    async def list(self, tenant: str | None, include_revoked: bool, limit: int, skip: int) -> list:
+        """Tokens as (token_id, tenant, role, label, created_at, revoked_at), newest first."""
+        return await self._db.fetchall(
+            "SELECT token_hash, tenant, role, label, created_at, revoked_at FROM api_tokens"
+            " WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+            " AND (%(all)s OR revoked_at IS NULL)"
+            " ORDER BY created_at DESC, token_hash LIMIT %(limit)s OFFSET %(skip)s",
+            {"tenant": tenant, "all": include_revoked, "limit": limit, "skip": skip},
+        )
+
+    async def revoke(self, token_id: str) -> tuple | None:
+        """Revoke a token by its SHA-256 (a second revoke keeps the first time): its row as
+        `list` gives it, or None if there is no such token. Takes effect at once in this
+        process; other API processes drop their cached answer within `_CACHE_TTL_S`."""
+        async with self._db.transaction() as conn:
+            row = await (
+                await conn.execute(
+                    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())"
+                    " WHERE token_hash = %s"
+                    " RETURNING token_hash, tenant, role, label, created_at, revoked_at",
+                    (token_id,),
+                )
+            ).fetchone()
+        self._cache.pop(token_id, None)
+        return row
