@@ -13,8 +13,8 @@ from api.auth import hash_token, new_token
 from api.field_types import Offset
 from api.keys import PRINCIPAL, TOKENS
 from api.openapi import documented
+from api.requests import parse_body, parse_query, require_admin
 from api.responses import field_error, json_response, problem
-from api.tasks import parse_body, parse_query, require_admin
 from state.storage import MAX_SEGMENT_LENGTH, SEGMENT_PATTERN
 
 routes = web.RouteTableDef()

@@ -30,8 +30,8 @@ from safetensors import safe_open
 
 from api.keys import SETTINGS
 from api.openapi import documented
+from api.requests import multipart_parts, parse_body, require_admin
 from api.responses import field_error, json_response, problem
-from api.tasks import multipart_parts, parse_body, require_admin
 
 routes = web.RouteTableDef()
 

@@ -16,11 +16,12 @@ from pydantic import BaseModel, Field
 from api.field_types import BIGINT_MAX
 from api.keys import TASK_COUNTS, TASK_READER
 from api.openapi import documented
+from api.requests import parse_query, require_admin
 from api.responses import json_response
 from api.storage import signed_url
 from api.task_models import PUBLIC_ALIASES, TaskType
 from api.task_queries import SORTABLE, TaskFilter, public
-from api.tasks import parse_query, read_task, require_admin, task_id_of
+from api.tasks import read_task, task_id_of
 from api.tenancy import IMAGE_INPUTS, may_access, scope
 from processors.task_counts import aggregate, scope_of
 from state.storage import BadKey, safe_key, stored_key, task_folder

@@ -30,8 +30,8 @@ from pydantic import BaseModel, Field
 
 from api.keys import SIGNER, STORAGE
 from api.openapi import documented
+from api.requests import multipart_parts, parse_query
 from api.responses import field_error, json_response, problem
-from api.tasks import multipart_parts, parse_query
 from api.tenancy import may_access, scope
 from state.storage import BadKey, NotFound, ObjectInfo, PathTaken, safe_key
 

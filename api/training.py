@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from api.field_types import Offset
 from api.keys import TASK_READER
 from api.openapi import COMMAND, documented
+from api.requests import parse_body, parse_query
 from api.responses import json_array_response, json_response
 from api.task_queries import TaskFilter
 from api.tasks import (
@@ -25,8 +26,6 @@ from api.tasks import (
     create_command,
     creating_tenant,
     id_to_create,
-    parse_body,
-    parse_query,
     read_task,
     settle,
     task_id_of,
