@@ -1,7 +1,8 @@
-"""GPU worker processes: one consumer-group member per process.
+"""GPU worker processes: one consumer-group member per job topic, one runner per process.
 
-`taskstream.gpu.inference` consumes `inference.jobs`; `taskstream.gpu.training` consumes
-`training.jobs`. Each job runs on the executor registered for its `provider_type`
+`taskstream.gpu.inference` consumes `inference.jobs`, and `taskstream.gpu.inference.priority`
+the jobs of tasks with priority > 0 from `inference.jobs.priority` (ADR 10);
+`taskstream.gpu.training` consumes `training.jobs`. Each job runs on the executor registered for its `provider_type`
 (`local` when unset) and is reported COMPLETED with the executor's result; a job no
 executor can run is reported FAILED with a PROVIDER error, so its task fails visibly
 instead of hanging. Executors arrive with the inference and training issues.
@@ -38,6 +39,7 @@ from streams.records import (
 from streams.runtime import MemberProcess, connect_serde, default_worker_id
 from streams.topics import (
     INFERENCE_JOBS,
+    INFERENCE_JOBS_PRIORITY,
     INFERENCE_STATUS,
     TRAINING_JOBS,
     TRAINING_STATUS,
@@ -67,11 +69,16 @@ class WorkerSpec:
     group: str
     jobs: TopicSpec
     reports: TopicSpec
+    priority_jobs: TopicSpec | None = None  # read by a lane of its own (ADR 10)
 
 
 SPECS = {
     WorkerKind.INFERENCE: WorkerSpec(
-        WorkerRole.INFERENCE, "taskstream.gpu.inference", INFERENCE_JOBS, INFERENCE_STATUS
+        WorkerRole.INFERENCE,
+        "taskstream.gpu.inference",
+        INFERENCE_JOBS,
+        INFERENCE_STATUS,
+        INFERENCE_JOBS_PRIORITY,
     ),
     WorkerKind.TRAINING: WorkerSpec(
         WorkerRole.TRAINING, "taskstream.gpu.training", TRAINING_JOBS, TRAINING_STATUS
@@ -298,6 +305,7 @@ def create_worker(
         # worker spares the embedded broker a fetch every 20 ms (ADR 6).
         settings.kafka_watch_fetch_wait_ms,
         max_batch=max_batch,
+        priority_topic=spec.priority_jobs,
     )
     return MemberProcess(
         role=spec.role,
@@ -305,7 +313,7 @@ def create_worker(
         producer=producer,
         consumers=[consumer],
         interval_s=settings.heartbeat_interval_s,
-        queues=[spec.jobs.name],
+        queues=[t.name for t in (spec.priority_jobs, spec.jobs) if t is not None],
         status=lambda: {
             "completed_count": runner.completed,
             "active_task_ids": sorted(str(t) for t in runner.active),

@@ -32,7 +32,7 @@ from state import task_store
 from state.db import Database
 from streams.partitioning import partition_for
 from streams.serde import AvroSerde
-from streams.topics import INFERENCE_JOBS, TASK_COMMANDS, TASK_COUNTS, TRAINING_JOBS
+from streams.topics import JOB_TOPICS, TASK_COMMANDS, TASK_COUNTS
 from taskstream import jsonio
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def resume_on_fresh_broker(db: Database, serde: AvroSerde) -> None:
             key
             for (key,) in conn.execute(
                 "SELECT key FROM outbox WHERE topic = ANY(%s)",
-                ([INFERENCE_JOBS.name, TRAINING_JOBS.name],),
+                ([topic.name for topic in JOB_TOPICS],),
             )
         }
         jobs: list[tuple[int, str, str, bytes]] = []

@@ -59,7 +59,13 @@ from streams.records import (
     WorkerReport,
     body_too_large,
 )
-from streams.topics import INFERENCE_JOBS, TASK_CANCELLATIONS, TRAINING_JOBS, TopicSpec
+from streams.topics import (
+    INFERENCE_JOBS,
+    INFERENCE_JOBS_PRIORITY,
+    TASK_CANCELLATIONS,
+    TRAINING_JOBS,
+    TopicSpec,
+)
 
 TRAINING = TRAINING_TASK_TYPE
 MAX_RETRIES = 2  # automatic retries of retryable failures, before the fallback provider
@@ -621,11 +627,14 @@ def _too_large(fields: dict[str, Any]) -> str | None:
 
 
 def job_topic(record: InferenceJob | TrainingJob | JobCancelled) -> TopicSpec:
-    """The topic a job record goes to: training jobs have their own consumer group, and
-    every worker watches `tasks.cancellations` for jobs to stop."""
+    """The topic a job record goes to: training jobs have their own consumer group, the
+    inference jobs of tasks with priority > 0 a lane of their own (ADR 10), and every worker
+    watches `tasks.cancellations` for jobs to stop."""
     if isinstance(record, JobCancelled):
         return TASK_CANCELLATIONS
-    return TRAINING_JOBS if isinstance(record, TrainingJob) else INFERENCE_JOBS
+    if isinstance(record, TrainingJob):
+        return TRAINING_JOBS
+    return INFERENCE_JOBS_PRIORITY if record.priority > 0 else INFERENCE_JOBS
 
 
 def job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:

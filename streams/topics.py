@@ -36,6 +36,9 @@ class TopicSpec:
 TASK_COMMANDS = TopicSpec("tasks.commands", key="task_id", partitions=6)
 TASK_EVENTS = TopicSpec("tasks.events", key="task_id", partitions=6)
 INFERENCE_JOBS = TopicSpec("inference.jobs", key="task_id", partitions=6)
+# The jobs of tasks with priority > 0, read by a lane of their own so that they pass any
+# backlog of inference.jobs (ADR 10).
+INFERENCE_JOBS_PRIORITY = TopicSpec("inference.jobs.priority", key="task_id", partitions=6)
 TRAINING_JOBS = TopicSpec("training.jobs", key="task_id", partitions=6)
 INFERENCE_STATUS = TopicSpec("inference.status", key="task_id", partitions=6)
 TRAINING_STATUS = TopicSpec("training.status", key="task_id", partitions=6)
@@ -57,6 +60,7 @@ PRIMARY: tuple[TopicSpec, ...] = (
     TASK_COMMANDS,
     TASK_EVENTS,
     INFERENCE_JOBS,
+    INFERENCE_JOBS_PRIORITY,
     TRAINING_JOBS,
     INFERENCE_STATUS,
     TRAINING_STATUS,
@@ -69,6 +73,7 @@ PRIMARY: tuple[TopicSpec, ...] = (
     MONITORING_STATS,
     TASK_CANCELLATIONS,
 )
+JOB_TOPICS = (INFERENCE_JOBS, INFERENCE_JOBS_PRIORITY, TRAINING_JOBS)
 
 
 def dead_letter(spec: TopicSpec) -> TopicSpec:

@@ -264,6 +264,37 @@ def test_a_create_checks_postgres_for_tasks_its_processor_has_not_seen(running_a
     assert row == ("COMPLETED", 9)  # never overwritten as a new task
 
 
+def test_a_task_with_priority_runs_before_a_backlog_created_before_it(running_api):
+    """F9: higher priority is dequeued first. Its job takes the priority lane past the
+    backlog of inference.jobs, and the worker runs it as soon as the job running ends."""
+    api = running_api
+    instance = f"prio-{uuid.uuid4().hex[:6]}"
+    backlog = [
+        api.call(
+            "POST",
+            "/api/v1/tasks/",
+            echo_task(origin_instance=instance, provider_config={"delay_ms": 250}),
+            api.admin_token,
+        )[1]["id"]
+        for _ in range(12)
+    ]
+    _, urgent = api.call(
+        "POST",
+        "/api/v1/tasks/",
+        echo_task(origin_instance=instance, priority=3, provider_config={"delay_ms": 250}),
+        api.admin_token,
+    )
+    first = wait_status(api, urgent["id"], {"COMPLETED"})
+    for task_id in backlog:
+        wait_status(api, task_id, {"COMPLETED"})
+    started = [
+        api.call("GET", f"/api/v1/tasks/{t}", token=api.admin_token)[1]["started_at"]
+        for t in backlog
+    ]
+    # the job running when it came, and the one the worker may have taken meanwhile
+    assert sum(s < first["started_at"] for s in started) <= 2, (first["started_at"], started)
+
+
 def test_tenants_see_only_their_own_tasks(running_api):
     api = running_api
     acme = api.call("POST", "/api/v1/admin/tokens", {"tenant": "acme"}, api.admin_token)[1]["token"]

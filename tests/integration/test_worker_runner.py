@@ -187,3 +187,59 @@ def test_a_long_stall_pauses_and_resumes_without_losing_or_repeating_a_job(boots
     assert run.consumer.pauses >= 1
     assert sum(r.status == TaskStatus.COMPLETED for r in run.reports) == len(queued)
     assert run.committed == len(queued)
+
+
+def test_a_priority_job_passes_a_full_lane_and_runs_first(bootstrap, db):
+    """The jobs of tasks with priority > 0 come by a lane of their own: while the main lane
+    is full (max_queued jobs wait, the rest stay in Kafka) the priority lane still takes
+    its jobs, and the runner takes the highest priority next, the oldest among equals."""
+    serde = AvroSerde(RegistryStore(db), load_catalog())
+    jobs, urgent = fresh_topic(bootstrap, "jobs"), fresh_topic(bootstrap, "urgent")
+    reports = fresh_topic(bootstrap, "reports")
+    producer = RecordProducer(bootstrap, serde)
+    executor = BatchingExecutor()
+    runner = JobRunner(
+        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports, urgent),
+        "w-1",
+        producer,
+        {"batching": executor},
+    )
+    group = f"test-{uuid.uuid4()}"
+    consumer = JobConsumer(
+        bootstrap, group, jobs, serde, runner, producer, max_queued=2, priority_topic=urgent
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,))
+    thread.start()
+    assert consumer.joined.wait(30)
+
+    def prioritised(prompt: str, priority: int) -> InferenceJob:
+        return _prompted(prompt).model_copy(update={"priority": priority})
+
+    normal = [
+        prioritised("slow", 0),
+        prioritised("z", -1),
+        *(prioritised(f"a{i}", 0) for i in range(4)),
+    ]
+    for job in normal:
+        producer.send(jobs, "same-key", job)
+    producer.flush()
+    time.sleep(0.5)  # slow runs; z and a0 fill the lane; a1-a3 wait in Kafka
+    producer.send(urgent, "k", prioritised("p", 5))
+    producer.flush()
+    messages = read_topic(bootstrap, reports.name, 2 * (len(normal) + 1), timeout=60)
+    stop.set()
+    thread.join(30)
+    producer.close()
+
+    ran = [p for call in executor.calls for p in call]
+    assert ran[:3] == ["slow", "p", "a0"]  # p passed z, a0 and a1-a3; a0 (0) passed z (-1)
+    assert sorted(ran) == sorted(["slow", "p", "z", "a0", "a1", "a2", "a3"])
+    assert len(messages) == 2 * len(ran)
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    [committed] = probe.committed([TopicPartition(jobs.name, 0)], timeout=10)
+    probe.close()
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{group}.priority"})
+    [committed_urgent] = probe.committed([TopicPartition(urgent.name, 0)], timeout=10)
+    probe.close()
+    assert (committed.offset, committed_urgent.offset) == (len(normal), 1)

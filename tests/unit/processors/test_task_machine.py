@@ -9,7 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processors.task_machine import MAX_RETRIES, Malformed, TaskState, check_report, handle, job_id
+from processors.task_machine import (
+    MAX_RETRIES,
+    Malformed,
+    TaskState,
+    check_report,
+    handle,
+    job_id,
+    job_topic,
+)
 from streams.records import (
     TASK_BODY_MAX_BYTES,
     CancelTask,
@@ -91,6 +99,16 @@ def test_create_emits_created_event_job_and_applied_outcome():
     )
     assert json.loads(job.payload_json) == {"prompt": "a red circle"}
     assert d.outcome.outcome == CommandOutcomeKind.APPLIED and d.outcome.version == 1
+
+
+@pytest.mark.parametrize(
+    ("priority", "topic"),
+    [(5, "inference.jobs.priority"), (1, "inference.jobs.priority"), (0, "inference.jobs")]
+    + [(-3, "inference.jobs")],
+)
+def test_a_job_of_a_task_with_priority_goes_to_the_priority_lane(priority, topic):
+    [job] = handle(None, create(priority=priority), T0).jobs
+    assert job_topic(job).name == topic
 
 
 def test_full_lifecycle_to_completed(pending):

@@ -22,6 +22,7 @@ def test_design_card_topics_exist():
         "tasks.commands",
         "tasks.events",
         "inference.jobs",
+        "inference.jobs.priority",
         "training.jobs",
         "inference.status",
         "training.status",
