@@ -235,7 +235,12 @@ def create_app(settings: Settings) -> web.Application:
             # 307, which keeps the method and body
             web.normalize_path_middleware(redirect_class=web.HTTPTemporaryRedirect),
             web.normalize_path_middleware(
-                append_slash=False, remove_slash=True, redirect_class=web.HTTPTemporaryRedirect
+                append_slash=False,
+                remove_slash=True,
+                # merging here would also try the path less its last character, slash or not
+                # (aiohttp 3.14), redirecting /api/v1/tasks/generation's 405 to .../generatio
+                merge_slashes=False,
+                redirect_class=web.HTTPTemporaryRedirect,
             ),
             authenticate,
         ],

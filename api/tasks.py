@@ -237,7 +237,11 @@ def bounded_body(body_json: str) -> str:
     return body_json
 
 
-# --- routes (generation-specific first: /tasks/generation must not match /tasks/{task_id}) --
+# --- routes -------------------------------------------------------------------------------
+
+#: /api/v1/tasks/{task_id}, which never matches /api/v1/tasks/generation (F30), so that route
+#: alone answers there, and a method it lacks is a 405 that allows just its own.
+TASK_PATH = "/api/v1/tasks/{task_id:(?!generation$)[^/]+}"
 
 
 @routes.get("/api/v1/tasks/generation")
@@ -307,13 +311,13 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
     return await _list(request, None)
 
 
-@routes.get("/api/v1/tasks/{task_id}")
+@routes.get(TASK_PATH)
 @documented("Get Task", "tasks", response=TASK_PUBLIC)
 async def get_task(request: web.Request) -> web.Response:
     return json_response(public(await read_task(request, task_id_of(request))))
 
 
-@routes.put("/api/v1/tasks/{task_id}")
+@routes.put(TASK_PATH)
 @documented("Update Task", "tasks", body=_ANY_UPDATE, response=TASK_PUBLIC, errors=COMMAND)
 async def update_task(request: web.Request) -> web.Response:
     row = await read_task(request, task_id_of(request))
@@ -321,7 +325,7 @@ async def update_task(request: web.Request) -> web.Response:
     return await _update(request, row, body, None)
 
 
-@routes.delete("/api/v1/tasks/{task_id}")
+@routes.delete(TASK_PATH)
 @documented("Delete Task", "tasks", response=TASK_PUBLIC, errors=COMMAND)
 async def delete_task(request: web.Request) -> web.Response:
     """Remove the task's record and files. A PENDING or EXECUTING task is cancelled first,

@@ -33,6 +33,24 @@ def test_a_path_off_by_a_slash_redirects_with_307_keeping_the_method(running_api
     assert running_api.call("GET", "/api/v1/tasks?limit=1", token=token)[0] == 200
     assert running_api.call("GET", "/api/v1/tasks?limit=1") == (401, ANY)
     assert running_api.call("GET", "/api/v1/nothing-here/", token=token)[0] == 404
+    status, headers, _ = running_api.call_raw("PUT", "//api/v1/tasks/x/", b"{}", token)
+    assert status == 307 and headers["Location"] == "/api/v1/tasks/x"
+    # only a slash is added or taken away: no near miss redirects
+    assert running_api.call_raw("GET", "/api/v1/monitoring/statsx", None, token)[0] == 404
+
+
+def test_the_generation_list_is_never_taken_for_a_task_id(running_api):
+    """F30: /api/v1/tasks/generation is its own route for every method, so a method it lacks
+    is 405 allowing its own (not a 422 about a task id, nor an Allow header listing the
+    task routes' DELETE and PUT)."""
+    token = running_api.admin_token
+    for method in ("PUT", "DELETE", "OPTIONS"):
+        status, headers, body = running_api.call_raw(
+            method, "/api/v1/tasks/generation", b"{}", token
+        )
+        assert status == 405, (method, body)
+        assert set(headers["Allow"].split(",")) == {"GET", "HEAD"}
+    assert running_api.call("GET", "/api/v1/tasks/generation?limit=1", token=token)[0] == 200
 
 
 def test_oversized_bodies_are_413_with_the_limit(running_api):
