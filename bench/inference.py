@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,9 +24,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lifecycle import wait_all_completed  # noqa: E402
-
-from taskstream.stack import launch  # noqa: E402
+from lifecycle import embedded_stack, wait_all_completed  # noqa: E402
 
 FLOOR = 0.90
 
@@ -97,14 +93,9 @@ def main() -> None:
     # the built-in model's own size: larger requests render at 32 and are upscaled
     parser.add_argument("--size", type=int, default=32)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="taskstream-bench-") as tmp:
-        proc, info = launch(Path(tmp))
-        try:
-            through = asyncio.run(system(info, args.images, args.steps, args.size))
-            alone = bare(args.images, args.steps, args.size)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(60)
+    with embedded_stack() as (_, info):
+        through = asyncio.run(system(info, args.images, args.steps, args.size))
+        alone = bare(args.images, args.steps, args.size)
     ratio = through / alone
     print(
         f"images={args.images} {args.size}x{args.size} steps={args.steps}"

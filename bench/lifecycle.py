@@ -30,15 +30,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -61,6 +64,19 @@ from streams.topics import TASK_COMMANDS  # noqa: E402
 from taskstream.stack import launch  # noqa: E402
 
 FLOORS = {"kafka": 1000.0, "http": 500.0, "p99_ms": 100.0}
+
+
+@contextlib.contextmanager
+def embedded_stack() -> Iterator[tuple[subprocess.Popen, dict]]:
+    """`taskstream up` in a temporary data dir: (its process, its stack.json), stopped with
+    its whole process group on exit."""
+    with tempfile.TemporaryDirectory(prefix="taskstream-bench-") as tmp:
+        proc, info = launch(Path(tmp))
+        try:
+            yield proc, info
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(60)
 
 
 def role(proc: psutil.Process) -> str:
@@ -444,23 +460,18 @@ def main() -> None:
     args = parser.parse_args()
     timeline: Timeline | None = [] if args.stages else None
     instance = f"bench-http-{uuid.uuid4().hex[:6]}"
-    with tempfile.TemporaryDirectory(prefix="taskstream-bench-") as tmp:
-        proc, info = launch(Path(tmp))
-        try:
-            base = baseline(info["bootstrap_servers"], args.tasks)
-            cpu = [cpu_by_role(proc.pid)]
-            with SpeedGauge() as kafka_speed:
-                kafka = asyncio.run(via_kafka(info, args.tasks))
-            cpu.append(cpu_by_role(proc.pid))
-            with SpeedGauge() as http_speed:
-                http, p50, p99 = uvloop.run(
-                    via_http(info, instance, args.tasks, args.clients, timeline)
-                )
-            cpu.append(cpu_by_role(proc.pid))
-            stages = stage_lines(info, instance, timeline) if timeline else []
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(60)
+    with embedded_stack() as (proc, info):
+        base = baseline(info["bootstrap_servers"], args.tasks)
+        cpu = [cpu_by_role(proc.pid)]
+        with SpeedGauge() as kafka_speed:
+            kafka = asyncio.run(via_kafka(info, args.tasks))
+        cpu.append(cpu_by_role(proc.pid))
+        with SpeedGauge() as http_speed:
+            http, p50, p99 = uvloop.run(
+                via_http(info, instance, args.tasks, args.clients, timeline)
+            )
+        cpu.append(cpu_by_role(proc.pid))
+        stages = stage_lines(info, instance, timeline) if timeline else []
     print(
         f"tasks={args.tasks} clients={args.clients} (echo provider, embedded stack, {os.cpu_count()} cores)"
     )

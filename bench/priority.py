@@ -22,10 +22,8 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -36,12 +34,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lifecycle import admin_serde, api_session, role, warm_up  # noqa: E402
+from lifecycle import admin_serde, api_session, embedded_stack, role, warm_up  # noqa: E402
 
 from streams.producer import RecordProducer  # noqa: E402
 from streams.records import CreateTask  # noqa: E402
 from streams.topics import TASK_COMMANDS  # noqa: E402
-from taskstream.stack import launch  # noqa: E402
 
 
 def backlog_record(instance: str, delay_ms: int) -> CreateTask:
@@ -131,23 +128,18 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="taskstream-bench-") as tmp:
-        proc, info = launch(Path(tmp))
-        try:
-            time.sleep(3)  # past the start-up work
-            idle = idle_cpu_ms_per_s(proc.pid, 10)
-            serde, registry = admin_serde(info)
-            producer = RecordProducer(info["bootstrap_servers"], serde)
-            warm_up(producer, info["bootstrap_servers"])
-            rounds = [
-                asyncio.run(one_round(info, producer, args.backlog, args.delay_ms))
-                for _ in range(args.rounds)
-            ]
-            producer.close()
-            registry.close()
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(60)
+    with embedded_stack() as (proc, info):
+        time.sleep(3)  # past the start-up work
+        idle = idle_cpu_ms_per_s(proc.pid, 10)
+        serde, registry = admin_serde(info)
+        producer = RecordProducer(info["bootstrap_servers"], serde)
+        warm_up(producer, info["bootstrap_servers"])
+        rounds = [
+            asyncio.run(one_round(info, producer, args.backlog, args.delay_ms))
+            for _ in range(args.rounds)
+        ]
+        producer.close()
+        registry.close()
     print(
         f"backlog={args.backlog} echo tasks of {args.delay_ms} ms, {args.rounds} rounds"
         f" (embedded stack, {os.cpu_count()} cores)"
