@@ -77,12 +77,23 @@ class TaskFilter:
     id_prefix: str | None = None
 
 
+#: Types whose Public shape reads `fal_app_id` and `fal_request_id` from `provider_config`
+#: (the seed: "Get FAL app ID from provider config", read-only).
+_FAL_FROM_PROVIDER_CONFIG = frozenset({"GENERATION", "EDITING", "REFINE"})
+
+
 def public(row: dict[str, Any]) -> dict[str, Any]:
     """A task row as its `*TaskPublic` JSON body."""
     fields: dict[str, Any] = dict(row["fields"])
     for create_name, public_name in PUBLIC_ALIASES.items():
         if create_name in fields and fields.get(public_name) is None:
             fields[public_name] = fields[create_name]
+    config = fields.get("provider_config")
+    if row["task_type"] in _FAL_FROM_PROVIDER_CONFIG and isinstance(config, dict):
+        # from provider_config, unless the create or an update set the field itself
+        for name in ("fal_app_id", "fal_request_id"):
+            if fields.get(name) is None and isinstance(config.get(name), str):
+                fields[name] = config[name]
     merged = {
         **fields,
         **{k: v for k, v in row.items() if k != "fields"},
