@@ -69,16 +69,23 @@ _IDEMPOTENCY_NAMESPACE = uuid.UUID("0b6b8f5e-54d4-4f4e-8f38-2f1f0d7c9a21")
 new_task_id = StickyTaskIds(TASK_COMMANDS.partitions).new
 
 
-class ListQuery(BaseModel):
+class GenerationListQuery(BaseModel):
+    """The filters of `GET /api/v1/tasks/generation` (the seed's: no task_type)."""
+
     limit: int = Field(100, ge=1, le=1000, description="Maximum number of tasks to return")
     skip: Offset = 0
     status: TaskStatus | None = None
-    task_type: TaskType | None = None
     origin_instance: str | None = None
     origin_zone: str | None = None
     origin_tenant_id: str | None = None
     workflow_id: str | None = None
     include_deleted: bool = False
+
+
+class ListQuery(GenerationListQuery):
+    """The filters of `GET /api/v1/tasks/`."""
+
+    task_type: TaskType | None = None
 
 
 def task_id_of(request: web.Request) -> uuid.UUID:
@@ -245,7 +252,7 @@ TASK_PATH = "/api/v1/tasks/{task_id:(?!generation$)[^/]+}"
 
 
 @routes.get("/api/v1/tasks/generation")
-@documented("List Generation Tasks", "tasks", query=ListQuery, response=_GEN_LIST)
+@documented("List Generation Tasks", "tasks", query=GenerationListQuery, response=_GEN_LIST)
 async def list_generation_tasks(request: web.Request) -> web.StreamResponse:
     return await _list(request, TaskType.GENERATION)
 
@@ -391,13 +398,19 @@ async def _update(
 
 
 async def _list(request: web.Request, task_type: TaskType | None) -> web.StreamResponse:
-    q: ListQuery = parse_query(request, ListQuery)
+    """The tasks matching the query, all of `task_type` if given (else the query's)."""
+    q: GenerationListQuery
+    if task_type is None:
+        q = parse_query(request, ListQuery)
+        task_type = q.task_type
+    else:
+        q = parse_query(request, GenerationListQuery)
     tenant = scope(request)
     if tenant is not None and q.origin_tenant_id not in (None, tenant):
         return json_response([])  # another tenant's tasks do not exist for this caller
     f = TaskFilter(
         status=q.status,
-        task_type=task_type or q.task_type,
+        task_type=task_type,
         exclude_task_type=TRAINING,
         origin_instance=q.origin_instance,
         origin_zone=q.origin_zone,

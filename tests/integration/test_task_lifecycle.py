@@ -655,6 +655,10 @@ def test_openapi_is_generated_for_every_route_and_docs_render(running_api):
         "origin_zone",
         "origin_tenant_id",
     } <= params
+    generation = spec["paths"]["/api/v1/tasks/generation"]["get"]["parameters"]
+    assert {"workflow_id", "status"} <= {p["name"] for p in generation} and "task_type" not in {
+        p["name"] for p in generation
+    }  # the seed's filters: that route lists GENERATION tasks only
     status, page = api.call("GET", "/docs")
     assert status == 200 and "swagger-ui-bundle.js" in page
     assert api.call("GET", "/docs/static/swagger-ui-bundle.js")[0] == 200
