@@ -2,10 +2,10 @@
 
 `taskstream.gpu.inference` consumes `inference.jobs`, and `taskstream.gpu.inference.priority`
 the jobs of tasks with priority > 0 from `inference.jobs.priority` (ADR 10);
-`taskstream.gpu.training` consumes `training.jobs`. Each job runs on the executor registered for its `provider_type`
-(`local` when unset) and is reported COMPLETED with the executor's result; a job no
-executor can run is reported FAILED with a PROVIDER error, so its task fails visibly
-instead of hanging. Executors arrive with the inference and training issues.
+`taskstream.gpu.training` consumes `training.jobs`. Each job runs on the executor registered
+for its `provider_type` (`local` when unset) and is reported COMPLETED with the executor's
+result; a job no executor can run is reported FAILED with a PROVIDER error, so its task
+fails visibly instead of hanging. Executors arrive with the inference and training issues.
 """
 
 from __future__ import annotations
