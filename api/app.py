@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import swagger_ui_bundle
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import SecretStr
 
 from api.admin import routes as admin_routes
@@ -65,6 +66,25 @@ logger = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
 PUBLIC_PREFIXES = ("/docs/static/",)
+
+
+class ClientErrorLog(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a malformed request line:
+    the client's error, answered 400) at ERROR with its parser's traceback. This filter on
+    `aiohttp.server` makes that one INFO line with the reason (not the raw bytes)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500:
+            reason = str(exc.message).split("\n", 1)[0].rstrip(":")  # then the raw bytes
+            record.msg = f"{record.getMessage()}: {exc.code} {reason}"
+            record.args = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+CLIENT_ERROR_LOG = ClientErrorLog()
 
 
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -222,6 +242,7 @@ async def docs_page(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
+    logging.getLogger("aiohttp.server").addFilter(CLIENT_ERROR_LOG)  # once: the same object
     if settings.admin_token is None:
         token = new_token()
         settings = settings.model_copy(update={"admin_token": SecretStr(token)})
