@@ -24,9 +24,8 @@ def echo(job: InferenceJob | TrainingJob, ctx: JobContext) -> dict:
     if not isinstance(config, dict):
         raise ValueError("provider_config must be an object for the echo provider")
     delay_ms, fail = config.get("delay_ms", 0), config.get("fail", False)
-    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int | float):
-        delay_ms = -1  # `true` is no number of milliseconds
-    if not 0 <= delay_ms <= MAX_DELAY_MS:
+    is_number = isinstance(delay_ms, int | float) and not isinstance(delay_ms, bool)
+    if not is_number or not 0 <= delay_ms <= MAX_DELAY_MS:
         raise ValueError(f"provider_config.delay_ms must be a number from 0 to {MAX_DELAY_MS}")
     if not isinstance(fail, bool):
         raise ValueError("provider_config.fail must be true or false")
