@@ -15,9 +15,14 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from psycopg import sql
+
 from state.db import AsyncDatabase
 
 _CACHE_TTL_S = 30.0  # a revoked token keeps working at most this long
+#: What `TokenStore.list` and `revoke` give of a token, in this order (`api.admin.TokenInfo`).
+INFO_COLUMNS = ("token_hash", "tenant", "role", "label", "created_at", "revoked_at")
+_INFO = sql.SQL(", ").join(map(sql.Identifier, INFO_COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,11 @@ class TokenStore:
     async def list(self, tenant: str | None, include_revoked: bool, limit: int, skip: int) -> list:
         """Tokens as (token_id, tenant, role, label, created_at, revoked_at), newest first."""
         return await self._db.fetchall(
-            "SELECT token_hash, tenant, role, label, created_at, revoked_at FROM api_tokens"
-            " WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
-            " AND (%(all)s OR revoked_at IS NULL)"
-            " ORDER BY created_at DESC, token_hash LIMIT %(limit)s OFFSET %(skip)s",
+            sql.SQL(
+                "SELECT {} FROM api_tokens WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+                " AND (%(all)s OR revoked_at IS NULL)"
+                " ORDER BY created_at DESC, token_hash LIMIT %(limit)s OFFSET %(skip)s"
+            ).format(_INFO),
             {"tenant": tenant, "all": include_revoked, "limit": limit, "skip": skip},
         )
 
@@ -109,9 +115,10 @@ class TokenStore:
         async with self._db.transaction() as conn:
             row = await (
                 await conn.execute(
-                    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())"
-                    " WHERE token_hash = %s"
-                    " RETURNING token_hash, tenant, role, label, created_at, revoked_at",
+                    sql.SQL(
+                        "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())"
+                        " WHERE token_hash = %s RETURNING {}"
+                    ).format(_INFO),
                     (token_id,),
                 )
             ).fetchone()
