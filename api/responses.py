@@ -26,20 +26,22 @@ def problem(exc_type: type[web.HTTPException], detail: Any, **kwargs: Any) -> we
     return exc_type(text=json.dumps({"detail": detail}), content_type="application/json", **kwargs)
 
 
+def one_error(loc: list[str | int], msg: str, kind: str) -> list[dict[str, Any]]:
+    """The `detail` of FastAPI's `HTTPValidationError` for one field."""
+    return [{"loc": loc, "msg": msg, "type": kind}]
+
+
 def field_error(loc: list[str | int], msg: str, kind: str) -> web.HTTPException:
     """422 with FastAPI's `HTTPValidationError` body for one field:
     `{"detail": [{"loc", "msg", "type"}]}`."""
-    return problem(web.HTTPUnprocessableEntity, [{"loc": loc, "msg": msg, "type": kind}])
+    return problem(web.HTTPUnprocessableEntity, one_error(loc, msg, kind))
 
 
 def refusal(status: int, reason: str) -> web.Response:
     """A command the task processor refused, with its reason as `detail`; a 422 keeps its
     documented shape, `HTTPValidationError`, with the reason as the body's message."""
-    if status == 422:
-        return json_response(
-            {"detail": [{"loc": ["body"], "msg": reason, "type": "value_error"}]}, status=status
-        )
-    return json_response({"detail": reason}, status=status)
+    detail = one_error(["body"], reason, "value_error") if status == 422 else reason
+    return json_response({"detail": detail}, status=status)
 
 
 #: `json_array_response` writes when this much is ready (and at the end).
