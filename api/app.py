@@ -84,9 +84,6 @@ class ClientErrorLog(logging.Filter):
         return True
 
 
-CLIENT_ERROR_LOG = ClientErrorLog()
-
-
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
     return json_response({"detail": detail}, status=status, headers=headers)
 
@@ -242,7 +239,6 @@ async def docs_page(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
-    logging.getLogger("aiohttp.server").addFilter(CLIENT_ERROR_LOG)  # once: the same object
     if settings.admin_token is None:
         token = new_token()
         settings = settings.model_copy(update={"admin_token": SecretStr(token)})

@@ -86,8 +86,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvloop
     from aiohttp import web
 
-    from api.app import create_app
+    from api.app import ClientErrorLog, create_app
 
+    logging.getLogger("aiohttp.server").addFilter(ClientErrorLog())
     app = create_app(settings)
     _freeze_startup_objects()
     web.run_app(
