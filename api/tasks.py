@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from api.commands import CommandNotSent, CommandTooLarge
 from api.field_types import Offset
 from api.keys import COMMANDS, OUTCOMES, SETTINGS, STORAGE, TASK_READER
-from api.openapi import COMMAND, documented
+from api.openapi import COMMAND, Accepted, documented
 from api.requests import parse_body, parse_query
 from api.responses import field_error, json_array_response, json_response, problem, refusal
 from api.task_models import (
@@ -162,7 +162,9 @@ async def settle(request: web.Request, command: Any, route: str = "/api/v1/tasks
     if outcome is None:
         return Settled(
             json_response(
-                {"detail": "accepted; still being applied", "task_id": str(command.task_id)},
+                Accepted(
+                    detail="accepted; still being applied", task_id=str(command.task_id)
+                ).model_dump(),
                 status=202,
                 headers={"Location": f"{route}/{command.task_id}"},
             )
