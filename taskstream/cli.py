@@ -20,7 +20,8 @@ from taskstream.settings import ConfigError, Settings
 def _logging(settings: Settings, role: str) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)-7s [{role}] %(name)s: %(message)s",
+        # the pid tells apart processes of one role (`taskstream up` runs two processors)
+        format=f"%(asctime)s %(levelname)-7s [{role} %(process)d] %(name)s: %(message)s",
         stream=sys.stderr,
     )
     # librdkafka's client logs are noisy at INFO; its errors still surface through callbacks.
