@@ -72,7 +72,6 @@ class _Lane:
         self.unfinished: dict[TP, set[int]] = {}  # offsets taken but not finished
         self.next_commit: dict[TP, int] = {}  # highest offset seen + 1, per partition
         self.finished: list[Queued] = []
-        self.queued = 0  # of its jobs in the shared queue
         self.paused = False
         self.full_since: float | None = None
         self.committed_at = 0.0
@@ -217,7 +216,6 @@ class JobConsumer:
                 return  # revoked meanwhile
             lane.unfinished[tp].add(msg.offset())
             lane.next_commit[tp] = msg.offset() + 1
-            lane.queued += 1
             priority = getattr(job, "priority", 0)  # training jobs have none
             heapq.heappush(self._queue, (-priority, next(self._arrivals), item))
             self._cond.notify()
@@ -231,7 +229,8 @@ class JobConsumer:
         about half a second of refetching on resume, hence not for short stalls.
         """
         with self._cond:
-            full = lane.queued >= self._max_queued
+            # a count, not a counter kept beside the queue: at most a few hundred entries
+            full = sum(entry[2].lane is lane for entry in self._queue) >= self._max_queued
             owned = [TopicPartition(t, p) for t, p in lane.unfinished]
         now = time.monotonic()
         if not full:
@@ -292,9 +291,7 @@ class JobConsumer:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._commit_finished(lane, only=revoked)
         with self._cond:
-            kept = [entry for entry in self._queue if entry[2].tp not in revoked]
-            lane.queued -= len(self._queue) - len(kept)
-            self._queue = kept
+            self._queue = [entry for entry in self._queue if entry[2].tp not in revoked]
             heapq.heapify(self._queue)
             for tp in revoked:
                 lane.unfinished.pop(tp, None)
@@ -321,8 +318,6 @@ class JobConsumer:
                     self._queue = [e for e in self._queue if id(e) not in ids]
                     heapq.heapify(self._queue)
                     batch += [e[2] for e in taken]
-            for item in batch:
-                item.lane.queued -= 1
             return batch
 
     def _work(self, stop: threading.Event) -> None:
