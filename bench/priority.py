@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -34,29 +34,17 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lifecycle import admin_serde, api_session, embedded_stack, role, warm_up  # noqa: E402
+from lifecycle import (  # noqa: E402
+    admin_serde,
+    api_session,
+    create_record,
+    embedded_stack,
+    role,
+    warm_up,
+)
 
 from streams.producer import RecordProducer  # noqa: E402
-from streams.records import CreateTask  # noqa: E402
 from streams.topics import TASK_COMMANDS  # noqa: E402
-
-
-def backlog_record(instance: str, delay_ms: int) -> CreateTask:
-    body = {
-        "prompt": "backlog",
-        "origin_instance": instance,
-        "provider_config": {"delay_ms": delay_ms},
-    }
-    task_id = uuid.uuid4()
-    return CreateTask(
-        command_id=uuid.uuid4(),
-        task_id=task_id,
-        issued_at=datetime.now(UTC),
-        task_type="GENERATION",
-        payload_json=json.dumps(body, sort_keys=True, separators=(",", ":")),
-        provider_type="echo",
-        origin_instance=instance,
-    )
 
 
 async def count(session: aiohttp.ClientSession, api: str, instance: str, status: str) -> int:
@@ -73,9 +61,15 @@ async def task(session: aiohttp.ClientSession, api: str, task_id: str) -> dict:
 async def one_round(info: dict, producer: RecordProducer, backlog: int, delay_ms: int) -> dict:
     api = info["api_url"]
     instance = f"bench-prio-{uuid.uuid4().hex[:6]}"
+    fields = {
+        "prompt": "backlog",
+        "origin_instance": instance,
+        "provider_config": {"delay_ms": delay_ms},
+    }
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"))  # as the API writes it
     for _ in range(backlog):
-        record = backlog_record(instance, delay_ms)
-        producer.send(TASK_COMMANDS, str(record.task_id), record)
+        task_id = uuid.uuid4()
+        producer.send(TASK_COMMANDS, str(task_id), create_record(task_id, instance, body))
     producer.flush()
     async with api_session(info) as session:
         while await count(session, api, instance, "COMPLETED") < 5:  # the worker is on it
