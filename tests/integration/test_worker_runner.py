@@ -157,11 +157,18 @@ def consume_jobs(bootstrap: str, db, queued: list[InferenceJob], **options) -> C
     stop.set()
     thread.join(30)
     producer.close()
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    [committed] = probe.committed([TopicPartition(jobs.name, 0)], timeout=10)
-    probe.close()
     decoded = [serde.deserialize(m.value()) for m in messages]
-    return Consumed(executor, consumer, decoded, committed.offset)
+    return Consumed(executor, consumer, decoded, committed_offset(bootstrap, group, jobs.name))
+
+
+def committed_offset(bootstrap: str, group: str, topic: str) -> int:
+    """The offset `group` committed on partition 0 of `topic`."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        [committed] = probe.committed([TopicPartition(topic, 0)], timeout=10)
+    finally:
+        probe.close()
+    return committed.offset
 
 
 def test_jobs_run_off_the_poll_loop_in_batches_and_commit_after_their_reports(bootstrap, db):
@@ -236,10 +243,5 @@ def test_a_priority_job_passes_a_full_lane_and_runs_first(bootstrap, db):
     assert ran[:3] == ["slow", "p", "a0"]  # p passed z, a0 and a1-a3; a0 (0) passed z (-1)
     assert sorted(ran) == sorted(["slow", "p", "z", "a0", "a1", "a2", "a3"])
     assert len(messages) == 2 * len(ran)
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    [committed] = probe.committed([TopicPartition(jobs.name, 0)], timeout=10)
-    probe.close()
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{group}.priority"})
-    [committed_urgent] = probe.committed([TopicPartition(urgent.name, 0)], timeout=10)
-    probe.close()
-    assert (committed.offset, committed_urgent.offset) == (len(normal), 1)
+    assert committed_offset(bootstrap, group, jobs.name) == len(normal)
+    assert committed_offset(bootstrap, f"{group}.priority", urgent.name) == 1
