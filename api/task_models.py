@@ -76,7 +76,12 @@ class _CreateBase(_Strict):
         None, max_length=64, description="Executor to run on; the local one when unset."
     )
     provider_config: JsonValue | None = None
-    queue_name: str | None = Field(None, max_length=128)
+    queue_name: str | None = Field(
+        None,
+        max_length=128,
+        description="Optional queue override. If not specified, determined by provider_type"
+        " (the default queue 'inference' unless the installation routes the provider elsewhere).",
+    )
     active_provider_capabilities: list[str] | None = None
     fallback_provider_type: str | None = Field(None, max_length=64)
     fallback_provider_config: JsonValue | None = None

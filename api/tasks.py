@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,7 @@ from api.task_queries import TaskFilter, public, visible
 from api.tenancy import check_image_inputs, scope
 from state.storage import task_folder
 from streams.partitioning import StickyTaskIds
+from streams.queues import kind_of
 from streams.records import (
     TASK_BODY_MAX_BYTES,
     CancelTask,
@@ -246,6 +248,19 @@ def bounded_body(body_json: str) -> str:
     return body_json
 
 
+def check_queue(
+    request: web.Request, task_type: str, queue_name: str | None, loc: Sequence[str]
+) -> None:
+    """422 at the field for a `queue_name` this installation does not declare, as the task
+    processor would refuse it (ADR 11)."""
+    if queue_name is None:
+        return
+    try:
+        request.app[SETTINGS].queue_routing().resolve(kind_of(task_type), queue_name, None)
+    except ValueError as exc:
+        raise field_error([*loc, "queue_name"], str(exc), "queue") from None
+
+
 # --- routes -------------------------------------------------------------------------------
 
 #: /api/v1/tasks/{task_id}, which never matches /api/v1/tasks/generation (F30), so that route
@@ -297,7 +312,9 @@ async def create_task(request: web.Request) -> web.Response:
     tenant = creating_tenant(request, body.origin_tenant_id)
     task_id, key = id_to_create(request, tenant)
     payload = body.model_dump(mode="json", exclude_none=True)
-    await check_image_inputs(request, payload, ("body", body.task_type.value))
+    where = ("body", body.task_type.value)
+    check_queue(request, body.task_type.value, body.queue_name, where)
+    await check_image_inputs(request, payload, where)
     payload["origin_tenant_id"] = tenant
     command = create_command(
         request,
@@ -392,6 +409,8 @@ async def _update(
         )
     if not changes:  # nothing to change: the task as just read
         return json_response(public(row))
+    if "queue_name" in changes:
+        check_queue(request, row["task_type"], changes["queue_name"], ("body",))
     command = UpdateTask(
         **command_head(request, row["id"]),
         changes_json=bounded_body(json.dumps(changes, sort_keys=True)),

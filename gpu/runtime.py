@@ -1,7 +1,7 @@
 """A worker's consumer-group members for its job topics, running jobs off the poll loop.
 
-Jobs arrive in lanes: the job topic, and optionally a priority topic where the task
-processor puts the jobs of tasks with priority > 0 (ADR 10). Each lane is its own consumer
+Jobs arrive in lanes: each served queue's job topic, and for inference its priority topic
+where the task processor puts the jobs of tasks with priority > 0 (ADR 10, 11). Each lane is its own consumer
 group member with its own poll thread, so a lane full of waiting jobs never keeps the other
 from taking more. One runner thread takes the queued job of highest priority (the oldest
 among equals; a batch of compatible ones where the runner allows) and runs it. A job that
@@ -30,7 +30,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,8 +83,7 @@ class JobConsumer:
     def __init__(
         self,
         bootstrap: str,
-        group_id: str,
-        topic: TopicSpec,
+        lanes: Sequence[tuple[str, TopicSpec]],
         serde: AvroSerde,
         runner: JobRunner,
         producer: RecordProducer,
@@ -93,11 +92,10 @@ class JobConsumer:
         max_batch: int = 1,
         max_queued: int = 64,
         pause_after_s: float = PAUSE_AFTER_S,
-        priority_topic: TopicSpec | None = None,
     ) -> None:
-        """Reads `topic` in group `group_id` and, when given, `priority_topic` in group
-        `<group_id>.priority`; `max_queued` bounds the jobs each lane holds."""
-        self.group_id = group_id
+        """Reads each of `lanes`' topics in its consumer group (the first names the consumer
+        in logs and threads); `max_queued` bounds the jobs each lane holds."""
+        group_id = self.group_id = lanes[0][0]
         self._serde = serde
         self._runner = runner
         self._producer = producer
@@ -114,9 +112,7 @@ class JobConsumer:
                 "partition.assignment.strategy": "cooperative-sticky",
             },
         )
-        self._lanes = [_Lane(group_id, topic, config)]
-        if priority_topic is not None:
-            self._lanes.append(_Lane(f"{group_id}.priority", priority_topic, config))
+        self._lanes = [_Lane(group, topic, config) for group, topic in lanes]
         self._cond = threading.Condition()
         # (-priority, arrival, job): the highest priority first, the oldest among equals
         self._queue: list[tuple[int, int, Queued]] = []

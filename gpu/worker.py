@@ -1,8 +1,10 @@
 """GPU worker processes: one consumer-group member per job topic, one runner per process.
 
-`taskstream.gpu.inference` consumes `inference.jobs`, and `taskstream.gpu.inference.priority`
-the jobs of tasks with priority > 0 from `inference.jobs.priority` (ADR 10);
-`taskstream.gpu.training` consumes `training.jobs`. Each job runs on the executor registered
+A worker serves its kind's default queue unless told others (ADR 11). On the default
+queues, `taskstream.gpu.inference` consumes `inference.jobs`, and
+`taskstream.gpu.inference.priority` the jobs of tasks with priority > 0 from
+`inference.jobs.priority` (ADR 10); `taskstream.gpu.training` consumes `training.jobs`.
+Another queue's groups are `<group>:<queue>` (see `streams.queues`). Each job runs on the executor registered
 for its `provider_type` (`local` when unset) and is reported COMPLETED with the executor's
 result; a job no executor can run is reported FAILED with a PROVIDER error, so its task
 fails visibly instead of hanging. Executors arrive with the inference and training issues.
@@ -27,6 +29,7 @@ from gpu.runtime import JobConsumer
 from streams.admin import ensure_topics
 from streams.consumer import Delivery, PoisonMessage
 from streams.producer import RecordProducer
+from streams.queues import consumer_group, job_topics
 from streams.records import (
     ErrorCategory,
     InferenceJob,
@@ -37,14 +40,7 @@ from streams.records import (
     WorkerRole,
 )
 from streams.runtime import MemberProcess, connect_serde, default_worker_id
-from streams.topics import (
-    INFERENCE_JOBS,
-    INFERENCE_JOBS_PRIORITY,
-    INFERENCE_STATUS,
-    TRAINING_JOBS,
-    TRAINING_STATUS,
-    TopicSpec,
-)
+from streams.topics import INFERENCE_STATUS, TRAINING_STATUS, TopicSpec
 from taskstream.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,24 +62,32 @@ class WorkerKind(StrEnum):
 @dataclass(frozen=True)
 class WorkerSpec:
     role: WorkerRole
-    group: str
-    jobs: TopicSpec
+    group: str  # the consumer group of the kind's default queue; other queues' derive from it
     reports: TopicSpec
-    priority_jobs: TopicSpec | None = None  # read by a lane of its own (ADR 10)
 
 
 SPECS = {
     WorkerKind.INFERENCE: WorkerSpec(
-        WorkerRole.INFERENCE,
-        "taskstream.gpu.inference",
-        INFERENCE_JOBS,
-        INFERENCE_STATUS,
-        INFERENCE_JOBS_PRIORITY,
+        WorkerRole.INFERENCE, "taskstream.gpu.inference", INFERENCE_STATUS
     ),
     WorkerKind.TRAINING: WorkerSpec(
-        WorkerRole.TRAINING, "taskstream.gpu.training", TRAINING_JOBS, TRAINING_STATUS
+        WorkerRole.TRAINING, "taskstream.gpu.training", TRAINING_STATUS
     ),
 }
+
+
+def lanes(kind: WorkerKind, queues: list[str]) -> list[tuple[str, TopicSpec]]:
+    """(consumer group, job topic) of each lane a worker serving `queues` reads: every
+    queue's jobs, and for inference its priority jobs in a lane of their own (ADR 10)."""
+    base = SPECS[kind].group
+    read = []
+    for queue in queues:
+        group = consumer_group(base, kind, queue)
+        jobs, urgent = job_topics(kind, queue)
+        read.append((group, jobs))
+        if urgent is not None:
+            read.append((f"{group}.priority", urgent))
+    return read
 
 
 Job = InferenceJob | TrainingJob
@@ -279,7 +283,8 @@ def create_worker(
     if executors is None:
         executors = {**DEFAULT_EXECUTORS, **local_executors(settings, kind)}
     bootstrap = settings.require_bootstrap()
-    ensure_topics(bootstrap)  # whichever service starts first creates them (docker-compose)
+    # whichever service starts first creates them (docker-compose)
+    ensure_topics(bootstrap, settings.queue_routing().every_topic())
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(spec.role)
@@ -293,10 +298,10 @@ def create_worker(
         backoff_s=settings.retry_backoff_s,
     )
     max_batch = settings.worker_max_batch if kind == WorkerKind.INFERENCE else 1
+    served = settings.served_queues(kind)
     consumer = JobConsumer(
         bootstrap,
-        spec.group,
-        spec.jobs,
+        lanes(kind, served),
         serde,
         runner,
         producer,
@@ -305,7 +310,6 @@ def create_worker(
         # worker spares the embedded broker a fetch every 20 ms (ADR 6).
         settings.kafka_watch_fetch_wait_ms,
         max_batch=max_batch,
-        priority_topic=spec.priority_jobs,
     )
     return MemberProcess(
         role=spec.role,
@@ -313,7 +317,7 @@ def create_worker(
         producer=producer,
         consumers=[consumer],
         interval_s=settings.heartbeat_interval_s,
-        queues=[t.name for t in (spec.priority_jobs, spec.jobs) if t is not None],
+        queues=served,
         status=lambda: {
             "completed_count": runner.completed,
             "active_task_ids": sorted(str(t) for t in runner.active),

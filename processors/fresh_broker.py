@@ -31,14 +31,15 @@ from processors.task_processor import GROUP
 from state import task_store
 from state.db import Database
 from streams.partitioning import partition_for
+from streams.queues import Queues
 from streams.serde import AvroSerde
-from streams.topics import JOB_TOPICS, TASK_COMMANDS, TASK_COUNTS
+from streams.topics import TASK_COMMANDS, TASK_COUNTS
 from taskstream import jsonio
 
 logger = logging.getLogger(__name__)
 
 
-def resume_on_fresh_broker(db: Database, serde: AvroSerde) -> None:
+def resume_on_fresh_broker(db: Database, serde: AvroSerde, queues: Queues) -> None:
     now = datetime.now(UTC)
     counts: dict[int, Counter[str]] = defaultdict(Counter)
     tasks = 0
@@ -47,7 +48,7 @@ def resume_on_fresh_broker(db: Database, serde: AvroSerde) -> None:
             key
             for (key,) in conn.execute(
                 "SELECT key FROM outbox WHERE topic = ANY(%s)",
-                ([topic.name for topic in JOB_TOPICS],),
+                ([topic.name for topic in queues.job_topics()],),
             )
         }
         jobs: list[tuple[int, str, str, bytes]] = []
@@ -58,7 +59,9 @@ def resume_on_fresh_broker(db: Database, serde: AvroSerde) -> None:
             counts[partition].update(task_counts.contribution(state))
             if state.status in ACTIVE and key not in queued:
                 record = job(state, now)
-                jobs.append((partition, job_topic(record).name, key, serde.serialize(record)))
+                jobs.append(
+                    (partition, job_topic(record, queues).name, key, serde.serialize(record))
+                )
         offsets = conn.execute("DELETE FROM consumed_offsets").rowcount
         conn.execute("DELETE FROM outbox WHERE topic = %s", (TASK_COUNTS.name,))
         conn.execute("DELETE FROM pending_counts WHERE group_id = %s", (GROUP,))

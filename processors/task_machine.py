@@ -31,6 +31,9 @@ from uuid import UUID
 
 from api.field_types import finite
 from api.task_bodies import body_problem, has_nul
+from streams.queues import INFERENCE as INFERENCE_KIND
+from streams.queues import TRAINING as TRAINING_KIND
+from streams.queues import Queues, job_topics, kind_of
 from streams.records import (
     TASK_BODY_MAX_BYTES,
     TRAINING_TASK_TYPE,
@@ -59,13 +62,7 @@ from streams.records import (
     WorkerReport,
     body_too_large,
 )
-from streams.topics import (
-    INFERENCE_JOBS,
-    INFERENCE_JOBS_PRIORITY,
-    TASK_CANCELLATIONS,
-    TRAINING_JOBS,
-    TopicSpec,
-)
+from streams.topics import TASK_CANCELLATIONS, TopicSpec
 
 TRAINING = TRAINING_TASK_TYPE
 MAX_RETRIES = 2  # automatic retries of retryable failures, before the fallback provider
@@ -82,6 +79,7 @@ TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 }
 # Columns of the task that an UpdateTask may set directly; everything else lands in `fields`.
 _COLUMN_UPDATES = frozenset({"priority", "progress", "retry_count", "provider_type"})
+DEFAULT_ROUTING = Queues()  # the default queues only
 _NAMESPACE = uuid.UUID("6f1f3e0e-2b7a-4c55-9a51-3d0f1c2e7b10")
 
 
@@ -138,15 +136,18 @@ class Decision:
 Message = CreateTask | UpdateTask | CancelTask | RetryTask | DeleteTask | CleanupTask | WorkerReport
 
 
-def handle(state: TaskState | None, message: Message, now: datetime) -> Decision:
+def handle(
+    state: TaskState | None, message: Message, now: datetime, queues: Queues = DEFAULT_ROUTING
+) -> Decision:
     """Apply one command or worker report to a task's state. A malformed command is
-    rejected with 422 and its reason; reports must have passed `check_report`."""
+    rejected with 422 and its reason; reports must have passed `check_report`. `queues` are
+    the ones the installation declared, which a task may name (ADR 11)."""
     if isinstance(message, WorkerReport):
         return _report(state, message, now)
     try:
         _check_strings(message)
         if isinstance(message, CreateTask):
-            return _create(state, message, now)
+            return _create(state, message, now, queues)
         if state is None or not _visible_to(state, message.tenant):
             return _rejected(state, message, now, 404, f"task {message.task_id} not found")
         if state.is_deleted and isinstance(message, UpdateTask | RetryTask):
@@ -158,10 +159,11 @@ def handle(state: TaskState | None, message: Message, now: datetime) -> Decision
                 f"task {message.task_id} was cleaned up: its files are gone and its record is"
                 " kept as it was; create a new task instead",
             )
+        if isinstance(message, UpdateTask):
+            return _stopping_job(state, _update(state, message, now, queues), now)
         handler = {
             CancelTask: _cancel,
             RetryTask: _retry,
-            UpdateTask: _update,
             DeleteTask: _delete,
             CleanupTask: _cleanup,
         }[type(message)]
@@ -223,7 +225,7 @@ _COLUMN_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 # --- commands ------------------------------------------------------------------------
 
 
-def _create(state: TaskState | None, cmd: CreateTask, now: datetime) -> Decision:
+def _create(state: TaskState | None, cmd: CreateTask, now: datetime, queues: Queues) -> Decision:
     if state is not None:
         same = state.payload_json == cmd.payload_json and state.task_type == cmd.task_type
         if cmd.idempotency_key is not None and state.idempotency_key == cmd.idempotency_key:
@@ -236,6 +238,8 @@ def _create(state: TaskState | None, cmd: CreateTask, now: datetime) -> Decision
     payload = _json_object(cmd.payload_json, "payload_json")
     if (problem := body_problem(cmd.task_type, payload)) is not None:
         raise Malformed(problem)
+    # the queue is fixed here, so that a later change of routing moves no queued task
+    payload["queue_name"] = _queue(queues, cmd.task_type, payload.get("queue_name"), cmd)
     new = TaskState(
         task_id=cmd.task_id,
         task_type=cmd.task_type,
@@ -269,6 +273,16 @@ def _create(state: TaskState | None, cmd: CreateTask, now: datetime) -> Decision
     return Decision(new, (created,), (dispatched,), _applied(cmd, new, now))
 
 
+def _queue(queues: Queues, task_type: str, name: object, task: CreateTask | TaskState) -> str:
+    """The queue a task runs on, given the `queue_name` it names (if any) and its provider."""
+    if name is not None and type(name) is not str:
+        raise Malformed(f"queue_name must be a string or null, not {name!r}")
+    try:
+        return queues.resolve(kind_of(task_type), name, task.provider_type)
+    except ValueError as exc:
+        raise Malformed(f"queue_name: {exc}") from None
+
+
 def _cancel(state: TaskState, cmd: CancelTask, now: datetime) -> Decision:
     if state.status not in ACTIVE:
         return _rejected(
@@ -299,8 +313,10 @@ def _retry(state: TaskState, cmd: RetryTask, now: datetime) -> Decision:
     return Decision(new, (_status_event(new, now),), (job(new, now),), _applied(cmd, new, now))
 
 
-def _update(state: TaskState, cmd: UpdateTask, now: datetime) -> Decision:
+def _update(state: TaskState, cmd: UpdateTask, now: datetime, queues: Queues) -> Decision:
     changes = _json_object(cmd.changes_json, "changes_json")
+    if "queue_name" in changes:  # moves the task's next attempt; a running one stays put
+        changes["queue_name"] = _queue(queues, state.task_type, changes["queue_name"], state)
     for name, (valid, expected) in _COLUMN_CHECKS.items():
         if name in changes and not valid(changes[name]):
             raise Malformed(f"{name} must be {expected}, not {changes[name]!r}")
@@ -626,15 +642,19 @@ def _too_large(fields: dict[str, Any]) -> str | None:
     return body_too_large(size) if size > TASK_BODY_MAX_BYTES else None
 
 
-def job_topic(record: InferenceJob | TrainingJob | JobCancelled) -> TopicSpec:
-    """The topic a job record goes to: training jobs have their own consumer group, the
-    inference jobs of tasks with priority > 0 a lane of their own (ADR 10), and every worker
-    watches `tasks.cancellations` for jobs to stop."""
+def job_topic(
+    record: InferenceJob | TrainingJob | JobCancelled, queues: Queues = DEFAULT_ROUTING
+) -> TopicSpec:
+    """The topic a job record goes to: its queue's (ADR 11), where the inference jobs of
+    tasks with priority > 0 have a lane of their own (ADR 10); and every worker watches
+    `tasks.cancellations` for jobs to stop. A job of a queue `queues` no longer declares
+    goes to its kind's default queue, whose topics always exist."""
     if isinstance(record, JobCancelled):
         return TASK_CANCELLATIONS
-    if isinstance(record, TrainingJob):
-        return TRAINING_JOBS
-    return INFERENCE_JOBS_PRIORITY if record.priority > 0 else INFERENCE_JOBS
+    kind = TRAINING_KIND if isinstance(record, TrainingJob) else INFERENCE_KIND
+    queue = record.queue if record.queue in queues.known(kind) else kind
+    main, urgent = job_topics(kind, queue)
+    return urgent if urgent is not None and record.priority > 0 else main
 
 
 def job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:
@@ -646,6 +666,7 @@ def job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:
             attempt=state.attempt,
             payload_json=_body_json(state.fields),
             enqueued_at=now,
+            queue=state.fields.get("queue_name") or TRAINING_KIND,
         )
     return InferenceJob(
         job_id=job_id(state.task_id, state.attempt),
@@ -657,6 +678,7 @@ def job(state: TaskState, now: datetime) -> InferenceJob | TrainingJob:
         priority=state.priority,
         payload_json=_body_json(state.fields),
         enqueued_at=now,
+        queue=state.fields.get("queue_name") or INFERENCE_KIND,
     )
 
 

@@ -42,12 +42,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from processors import task_counts
 from processors.task_counts import PendingCounts
-from processors.task_machine import Malformed, TaskState, check_report, handle, job_topic
+from processors.task_machine import (
+    DEFAULT_ROUTING,
+    Malformed,
+    TaskState,
+    check_report,
+    handle,
+    job_topic,
+)
 from state import offsets, task_store
 from state.db import Database
 from state.task_store import BatchWrite
 from streams.consumer import PoisonMessage, dead_letter, group_config, next_batch
 from streams.producer import DeliveryError, RecordProducer
+from streams.queues import Queues
 from streams.records import (
     CommandOutcome,
     CreateTask,
@@ -122,11 +130,14 @@ class TaskProcessor:
         fetch_wait_ms: int = 20,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         leave_group: bool = True,
+        queues: Queues = DEFAULT_ROUTING,
     ) -> None:
         """`leave_group=False`: `run` returns without leaving the consumer group, and the
         process must then end with `os._exit` (a garbage-collected consumer leaves on its
-        way out). See `taskstream.cli.cmd_processors` for why."""
+        way out). See `taskstream.cli.cmd_processors` for why. `queues`: the installation's
+        (ADR 11)."""
         self._leave_group = leave_group
+        self._queues = queues
         self._db = db
         self._serde = serde
         self._producer = producer
@@ -298,7 +309,7 @@ class TaskProcessor:
         outcomes: list[CommandOutcome] = []
         rows: list[tuple[int, str, str, bytes]] = []
         for msg, record in decoded:
-            decision = handle(states.get(record.task_id), record, now)
+            decision = handle(states.get(record.task_id), record, now, self._queues)
             states[record.task_id] = decision.state
             key = str(record.task_id)
             partition = msg.partition()
@@ -307,7 +318,9 @@ class TaskProcessor:
                 value = self._serde.serialize(event)
                 rows.append((partition, TASK_EVENTS.name, key, value))
             for job in decision.jobs:
-                rows.append((partition, job_topic(job).name, key, self._serde.serialize(job)))
+                rows.append(
+                    (partition, job_topic(job, self._queues).name, key, self._serde.serialize(job))
+                )
             if decision.outcome is not None:
                 outcomes.append(decision.outcome)
                 outcome = self._serde.serialize(decision.outcome)

@@ -265,6 +265,7 @@ class InferenceJob(Record):
     model: str | None = None
     payload_json: str = "{}"
     enqueued_at: datetime
+    queue: str = "inference"
 
 
 class TrainingJob(Record):
@@ -274,6 +275,7 @@ class TrainingJob(Record):
     attempt: int = 1
     payload_json: str = "{}"
     enqueued_at: datetime
+    queue: str = "training"
 
 
 class JobCancelled(Record):

@@ -73,7 +73,6 @@ PRIMARY: tuple[TopicSpec, ...] = (
     MONITORING_STATS,
     TASK_CANCELLATIONS,
 )
-JOB_TOPICS = (INFERENCE_JOBS, INFERENCE_JOBS_PRIORITY, TRAINING_JOBS)
 
 
 def dead_letter(spec: TopicSpec) -> TopicSpec:

@@ -9,10 +9,12 @@ variables, so every process reads configuration one way.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from streams.queues import DEFAULT_ALIAS, Queues, check_name
 from streams.topics import TASK_COMMANDS
 
 
@@ -125,6 +127,60 @@ class Settings(BaseSettings):
     worker_max_pixels: int = Field(
         1024 * 1024, gt=0, description="Largest output (width x height) a worker renders."
     )
+    # Queues (ADR 11), as comma-separated lists: every process must be given the same
+    # `queues` and `provider_queues`; `worker_queues` is each worker's own.
+    queues: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Queues besides the default 'inference' and 'training', e.g. 'hires,eu'."
+    )
+    provider_queues: Annotated[dict[str, str], NoDecode] = Field(
+        {}, description="provider=queue pairs: a task naming no queue runs on its provider's."
+    )
+    worker_queues: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Queues this worker serves ('default': its kind's default queue, also what"
+        " it serves when unset), e.g. 'default,hires'.",
+    )
+
+    @field_validator("queues", "worker_queues", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(check_name(name.strip()) for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("provider_queues", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            provider, sep, queue = (x.strip() for x in item.partition("="))
+            if not (sep and provider and queue):
+                raise ValueError(f"{item!r} is not a provider=queue pair")
+            pairs[provider] = queue
+        return pairs
+
+    @model_validator(mode="after")
+    def _routable(self) -> Settings:
+        self.queue_routing()  # raises ValueError for a queue set that cannot route
+        return self
+
+    def queue_routing(self) -> Queues:
+        return Queues(frozenset(self.queues), dict(self.provider_queues))
+
+    def served_queues(self, kind: str) -> list[str]:
+        """The queues a worker of `kind` reads; `ConfigError` for one that is not declared."""
+        known = self.queue_routing().known(kind)
+        served = [kind if q == DEFAULT_ALIAS else q for q in self.worker_queues] or [kind]
+        for queue in served:
+            if queue not in known:
+                raise ConfigError(
+                    f"TASKSTREAM_WORKER_QUEUES names {queue!r}, not a {kind} queue here"
+                    f" (known: {DEFAULT_ALIAS}, {', '.join(known)}; declare others in"
+                    " TASKSTREAM_QUEUES)"
+                )
+        return list(dict.fromkeys(served))
 
     def storage_root(self) -> Path:
         return self.storage_dir or self.data_dir / "storage"

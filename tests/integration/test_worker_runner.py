@@ -55,9 +55,7 @@ def test_jobs_are_reported_with_their_outcome_and_failure_class(bootstrap, db):
         "bad": _bad_input,
         "oom": _crash,
     }
-    runner = JobRunner(
-        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports), "w-1", producer, executors
-    )
+    runner = JobRunner(WorkerSpec(WorkerRole.INFERENCE, "g", reports), "w-1", producer, executors)
     stop = threading.Event()
     consumer = RecordConsumer(bootstrap, f"test-{uuid.uuid4()}", [jobs], serde, runner, producer)
     thread = threading.Thread(target=consumer.run, args=(stop,))
@@ -143,14 +141,14 @@ def consume_jobs(bootstrap: str, db, queued: list[InferenceJob], **options) -> C
     producer.flush()
     executor = BatchingExecutor()
     runner = JobRunner(
-        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports),
+        WorkerSpec(WorkerRole.INFERENCE, "g", reports),
         "w-1",
         producer,
         {"batching": executor},
     )
     group = f"test-{uuid.uuid4()}"
     stop = threading.Event()
-    consumer = JobConsumer(bootstrap, group, jobs, serde, runner, producer, **options)
+    consumer = JobConsumer(bootstrap, [(group, jobs)], serde, runner, producer, **options)
     thread = threading.Thread(target=consumer.run, args=(stop,))
     thread.start()
     messages = read_topic(bootstrap, reports.name, 2 * len(queued), timeout=60)
@@ -206,14 +204,19 @@ def test_a_priority_job_passes_a_full_lane_and_runs_first(bootstrap, db):
     producer = RecordProducer(bootstrap, serde)
     executor = BatchingExecutor()
     runner = JobRunner(
-        WorkerSpec(WorkerRole.INFERENCE, "g", jobs, reports, urgent),
+        WorkerSpec(WorkerRole.INFERENCE, "g", reports),
         "w-1",
         producer,
         {"batching": executor},
     )
     group = f"test-{uuid.uuid4()}"
     consumer = JobConsumer(
-        bootstrap, group, jobs, serde, runner, producer, max_queued=2, priority_topic=urgent
+        bootstrap,
+        [(group, jobs), (f"{group}.priority", urgent)],
+        serde,
+        runner,
+        producer,
+        max_queued=2,
     )
     stop = threading.Event()
     thread = threading.Thread(target=consumer.run, args=(stop,))

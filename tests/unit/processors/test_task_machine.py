@@ -18,6 +18,7 @@ from processors.task_machine import (
     job_id,
     job_topic,
 )
+from streams.queues import Queues
 from streams.records import (
     TASK_BODY_MAX_BYTES,
     CancelTask,
@@ -97,7 +98,8 @@ def test_create_emits_created_event_job_and_applied_outcome():
         "echo",
         5,
     )
-    assert json.loads(job.payload_json) == {"prompt": "a red circle"}
+    # the queue the task was routed to is part of its fields (the job's body)
+    assert json.loads(job.payload_json) == {"prompt": "a red circle", "queue_name": "inference"}
     assert d.outcome.outcome == CommandOutcomeKind.APPLIED and d.outcome.version == 1
 
 
@@ -109,6 +111,73 @@ def test_create_emits_created_event_job_and_applied_outcome():
 def test_a_job_of_a_task_with_priority_goes_to_the_priority_lane(priority, topic):
     [job] = handle(None, create(priority=priority), T0).jobs
     assert job_topic(job).name == topic
+
+
+HIRES = Queues(frozenset({"hires", "external"}), {"fal": "external"})
+
+
+@pytest.mark.parametrize(
+    ("body", "provider", "priority", "queue", "topic"),
+    [
+        ({"queue_name": "hires"}, None, 0, "hires", "inference.hires.jobs"),
+        ({"queue_name": "hires"}, None, 2, "hires", "inference.hires.jobs.priority"),
+        ({}, "fal", 0, "external", "inference.external.jobs"),  # derived from the provider
+        ({"queue_name": "hires"}, "fal", 0, "hires", "inference.hires.jobs"),  # named wins
+        ({}, "echo", 0, "inference", "inference.jobs"),
+        ({"queue_name": "inference"}, None, 0, "inference", "inference.jobs"),
+    ],
+)
+def test_a_task_runs_on_the_queue_it_names_else_its_providers(
+    body, provider, priority, queue, topic
+):
+    cmd = create({"prompt": "p", **body}, provider_type=provider, priority=priority)
+    d = handle(None, cmd, T0, HIRES)
+    [job] = d.jobs
+    assert (job.queue, job_topic(job, HIRES).name) == (queue, topic)
+    assert d.state.fields["queue_name"] == queue
+    # a retry of the task runs on the same queue
+    failed = handle(d.state, command(CancelTask), at(1), HIRES).state
+    [again] = handle(failed, command(RetryTask), at(2), HIRES).jobs
+    assert job_topic(again, HIRES).name == topic
+
+
+def test_a_training_task_runs_on_its_kinds_topic_of_the_queue():
+    cmd = create({"trigger_word": "sks", "steps": 3}, task_type="TRAINING")
+    [job] = handle(None, cmd, T0, HIRES).jobs
+    assert (job.queue, job_topic(job, HIRES).name) == ("training", "training.jobs")
+
+
+@pytest.mark.parametrize(
+    ("queue_name", "reason"),
+    [
+        ("gpu-xl", "unknown queue 'gpu-xl'; known inference queues: 'inference', 'external',"),
+        ("training", "queue 'training' takes training work, not inference"),
+    ],
+)
+def test_a_task_naming_a_queue_that_is_not_declared_is_refused(queue_name, reason):
+    d = handle(None, create({"prompt": "p", "queue_name": queue_name}), T0, HIRES)
+    assert d.state is None and d.jobs == ()
+    assert d.outcome.outcome == CommandOutcomeKind.REJECTED and d.outcome.status_code == 422
+    assert d.outcome.reason.startswith("queue_name: " + reason), d.outcome.reason
+
+
+def test_an_update_moves_the_next_attempt_to_another_declared_queue():
+    state = handle(None, create(), T0, HIRES).state
+    d = handle(state, command(UpdateTask, changes_json='{"queue_name": "hires"}'), at(1), HIRES)
+    assert d.outcome.outcome == CommandOutcomeKind.APPLIED and d.jobs == ()
+    assert d.state.fields["queue_name"] == "hires"
+    cancelled = handle(d.state, command(CancelTask), at(2), HIRES).state
+    [job] = handle(cancelled, command(RetryTask), at(3), HIRES).jobs
+    assert job_topic(job, HIRES).name == "inference.hires.jobs"
+    for bad in ('{"queue_name": "nowhere"}', '{"queue_name": 7}'):
+        refused = handle(d.state, command(UpdateTask, changes_json=bad), at(4), HIRES)
+        assert refused.outcome.status_code == 422 and refused.state == d.state
+
+
+def test_a_job_of_a_queue_no_longer_declared_goes_to_the_default_queue():
+    [job] = handle(None, create({"prompt": "p", "queue_name": "hires"}), T0, HIRES).jobs
+    assert job_topic(job, HIRES).name == "inference.hires.jobs"
+    assert job_topic(job, Queues()).name == "inference.jobs"
 
 
 def test_full_lifecycle_to_completed(pending):
