@@ -652,7 +652,7 @@ def job_topic(
     if isinstance(record, JobCancelled):
         return TASK_CANCELLATIONS
     kind = TRAINING_KIND if isinstance(record, TrainingJob) else INFERENCE_KIND
-    queue = record.queue if record.queue in queues.known(kind) else kind
+    queue = record.queue if record.queue in queues.declared else kind
     main, urgent = job_topics(kind, queue)
     return urgent if urgent is not None and record.priority > 0 else main
 
