@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,9 +148,11 @@ def serve_api(settings: Settings) -> Iterator[RunningApi]:
 
 
 @contextlib.contextmanager
-def run_members(api: RunningApi) -> Iterator[threading.Event]:
-    """The real processors and one worker of each kind, in threads, against `api`.
-    Setting the yielded event stops them."""
+def run_members(
+    api: RunningApi, workers: Sequence[tuple[str, dict]] = (("inference", {}), ("training", {}))
+) -> Iterator[threading.Event]:
+    """The real processors and `workers` (kind, settings changed for it: by default one
+    worker of each kind), in threads, against `api`. Setting the yielded event stops them."""
     from gpu.worker import WorkerKind, create_worker
     from processors.service import create_processors
 
@@ -162,8 +164,7 @@ def run_members(api: RunningApi) -> Iterator[threading.Event]:
     )
     processes = [
         create_processors(settings),
-        create_worker(settings, WorkerKind.INFERENCE),
-        create_worker(settings, WorkerKind.TRAINING),
+        *(create_worker(settings.model_copy(update=c), WorkerKind(k)) for k, c in workers),
     ]
     stop = threading.Event()
     threads = [threading.Thread(target=p.run, args=(stop,)) for p in processes]

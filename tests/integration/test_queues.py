@@ -4,7 +4,6 @@ declared is refused, through the API and from Kafka."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,51 +11,30 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from pydantic import SecretStr
 
-from gpu.worker import WorkerKind, create_worker
-from processors.service import create_processors
 from streams.producer import RecordProducer
 from streams.records import CreateTask, InferenceJob, WorkerReport
 from streams.registry import HttpSchemaRegistry
 from streams.schemas import load_catalog
 from streams.serde import AvroSerde
 from tests.conftest import new_database
-from tests.integration.conftest import serve_api, settings_for, wait_status
+from tests.integration.conftest import run_members, serve_api, settings_for, wait_status
 from tests.integration.kafka_helpers import read_topic
 
 
 @pytest.fixture(scope="module")
 def stack(infra, bootstrap):
     """The API, the processors, a worker of the default inference queue and one of `hires`."""
+    workers = [
+        ("inference", {"worker_id": "w-default"}),
+        ("inference", {"worker_id": "w-hires", "worker_queues": ("hires",)}),
+    ]
     with (
         new_database(infra) as url,
         serve_api(settings_for(bootstrap, url, queues=("hires",))) as api,
+        run_members(api, workers),
     ):
-        settings = api.settings.model_copy(
-            update={
-                "schema_registry_url": api.url + "/schema-registry",
-                "schema_registry_basic_auth": SecretStr(api.settings.registry_auth()),
-            }
-        )
-        hires = settings.model_copy(update={"worker_queues": ("hires",), "worker_id": "w-hires"})
-        processes = [
-            create_processors(settings),
-            create_worker(
-                settings.model_copy(update={"worker_id": "w-default"}), WorkerKind.INFERENCE
-            ),
-            create_worker(hires, WorkerKind.INFERENCE),
-        ]
-        stop = threading.Event()
-        threads = [threading.Thread(target=p.run, args=(stop,)) for p in processes]
-        for thread in threads:
-            thread.start()
-        try:
-            yield api, url
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(30)
+        yield api, url
 
 
 def echo_task(**extra) -> dict:
