@@ -1,12 +1,12 @@
 """A worker's consumer-group members for its job topics, running jobs off the poll loop.
 
-Jobs arrive in lanes: each served queue's job topic, and for inference its priority topic
-where the task processor puts the jobs of tasks with priority > 0 (ADR 10, 11). Each lane is its own consumer
-group member with its own poll thread, so a lane full of waiting jobs never keeps the other
-from taking more. One runner thread takes the queued job of highest priority (the oldest
-among equals; a batch of compatible ones where the runner allows) and runs it. A job that
-takes an hour therefore never trips `max.poll.interval.ms`, and cancellations and rebalances
-are served meanwhile.
+Jobs arrive in lanes: each served queue's job topic (ADR 11), and for inference its priority
+topic, where the task processor puts the jobs of tasks with priority > 0 (ADR 10). Each lane
+is its own consumer group member with its own poll thread, so a lane full of waiting jobs
+never keeps another from taking more. One runner thread takes the queued job of highest
+priority (the oldest among equals; a batch of compatible ones where the runner allows) and
+runs it. A job that takes an hour therefore never trips `max.poll.interval.ms`, and
+cancellations and rebalances are served meanwhile.
 
 Offsets: a job's offset is committed only after its reports were acknowledged by the broker
 (one producer flush covers the jobs run since the last, taken whenever the queue runs dry),

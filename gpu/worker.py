@@ -1,13 +1,13 @@
 """GPU worker processes: one consumer-group member per job topic, one runner per process.
 
-A worker serves its kind's default queue unless told others (ADR 11). On the default
-queues, `taskstream.gpu.inference` consumes `inference.jobs`, and
+A worker serves its kind's default queue unless told others (ADR 11). On the default queues,
+`taskstream.gpu.inference` consumes `inference.jobs`, and
 `taskstream.gpu.inference.priority` the jobs of tasks with priority > 0 from
 `inference.jobs.priority` (ADR 10); `taskstream.gpu.training` consumes `training.jobs`.
-Another queue's groups are `<group>:<queue>` (see `streams.queues`). Each job runs on the executor registered
-for its `provider_type` (`local` when unset) and is reported COMPLETED with the executor's
-result; a job no executor can run is reported FAILED with a PROVIDER error, so its task
-fails visibly instead of hanging. Executors arrive with the inference and training issues.
+Another queue's groups are `<group>:<queue>` (see `streams.queues`). Each job runs on the
+executor registered for its `provider_type` (`local` when unset) and is reported COMPLETED
+with the executor's result; a job no executor can run is reported FAILED with a PROVIDER
+error, so its task fails visibly instead of hanging.
 """
 
 from __future__ import annotations
