@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -14,18 +14,19 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from api.field_types import BIGINT_MAX
-from api.keys import TASK_COUNTS, TASK_READER
+from api.keys import HEARTBEATS, SETTINGS, TASK_COUNTS, TASK_READER
 from api.openapi import documented
 from api.requests import parse_query, require_admin
 from api.responses import json_response
 from api.storage import signed_url
 from api.task_models import PUBLIC_ALIASES, TaskType
-from api.task_queries import SORTABLE, TaskFilter, public
+from api.task_queries import SORTABLE, QueueLoad, TaskFilter, public
 from api.tasks import read_task, task_id_of
 from api.tenancy import IMAGE_INPUTS, may_access, scope
 from processors.task_counts import aggregate, scope_of
 from state.storage import BadKey, safe_key, stored_key, task_folder
-from streams.records import TRAINING_TASK_TYPE, ErrorCategory, TaskStatus
+from streams.queues import DEFAULT_QUEUES
+from streams.records import TRAINING_TASK_TYPE, ErrorCategory, TaskStatus, WorkerRole
 
 routes = web.RouteTableDef()
 MAX_PAGE_SIZE = 500
@@ -134,6 +135,71 @@ async def get_monitoring_stats(request: web.Request) -> web.Response:
     snapshots = [s.counts for s in request.app[TASK_COUNTS].values()]
     stats = aggregate(snapshots, scope_of(q.origin_instance, q.origin_zone), datetime.now(UTC))
     return json_response(AggregateStats(**stats).model_dump(mode="json"))
+
+
+class QueueStats(BaseModel):
+    name: str = Field(..., description="Queue name")
+    depth: int = Field(0, description="Number of pending tasks in queue")
+    active_workers: int = Field(0, description="Number of workers consuming this queue")
+    active_tasks: int = Field(0, description="Number of tasks currently being executed")
+    reserved_tasks: int = Field(0, description="Number of tasks reserved by workers (prefetched)")
+    avg_wait_time_ms: float | None = Field(
+        None,
+        description="Average time tasks wait in queue before execution (ms): created to started,"
+        " over the tasks completed in the last hour",
+    )
+    tasks_completed_last_hour: int = Field(0, description="Tasks completed in the last hour")
+
+
+class QueueStatsResponse(BaseModel):
+    """Response for queue statistics endpoint."""
+
+    queues: list[QueueStats] = Field(default_factory=list, description="Statistics per queue")
+    total_pending: int = Field(0, description="Total pending tasks across all queues")
+    total_active: int = Field(0, description="Total active tasks across all queues")
+    timestamp: datetime = Field(..., description="Timestamp when stats were collected")
+
+
+@routes.get("/api/v1/monitoring/queues")
+@documented("Get Queue Stats", "monitoring", response=QueueStatsResponse, errors=(403,))
+async def get_queue_stats(request: web.Request) -> web.Response:
+    """Every queue (ADR 11): its depth (tasks PENDING and not yet taken by a worker), the live
+    workers serving it, the tasks workers hold (`reserved_tasks`) and run (`active_tasks`),
+    and the last hour's completions with their mean wait from created to started. The task
+    counts are the single writer's (Postgres), what workers hold their heartbeats'. Admin
+    only: the queues span every tenant."""
+    require_admin(request)
+    now = datetime.now(UTC)
+    load = await request.app[TASK_READER].queue_load(now - timedelta(hours=1))
+    workers = [
+        hb
+        for role in (WorkerRole.INFERENCE, WorkerRole.TRAINING)
+        for hb in request.app[HEARTBEATS].ready(role, now)
+    ]
+    routing = request.app[SETTINGS].queue_routing()
+    names = dict.fromkeys([*DEFAULT_QUEUES, *sorted(routing.declared), *sorted(load)])
+    queues = []
+    for name in names:
+        tasks = load.get(name, QueueLoad())
+        reserved = sum(hb.reserved_by_queue.get(name, 0) for hb in workers)
+        queues.append(
+            QueueStats(
+                name=name,
+                depth=max(0, tasks.pending - reserved),
+                active_workers=sum(name in hb.queues for hb in workers),
+                active_tasks=tasks.executing,
+                reserved_tasks=reserved,
+                avg_wait_time_ms=tasks.wait_ms,
+                tasks_completed_last_hour=tasks.completed,
+            )
+        )
+    body = QueueStatsResponse(
+        queues=queues,
+        total_pending=sum(q.depth for q in queues),
+        total_active=sum(q.active_tasks for q in queues),
+        timestamp=now,
+    )
+    return json_response(body.model_dump(mode="json"))
 
 
 def _duration_ms(row: dict[str, Any]) -> float | None:

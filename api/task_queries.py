@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -180,12 +181,46 @@ class TaskReader:
             per_row = max(1, body_bytes // len(rows))
             size = min(limit, most, max(1, chunk_bytes // per_row))
 
+    async def queue_load(self, since: datetime) -> dict[str, QueueLoad]:
+        """Per queue: its PENDING and EXECUTING tasks, and the tasks COMPLETED since `since`
+        with their mean wait from created to started (ms)."""
+        load: dict[str, QueueLoad] = defaultdict(QueueLoad)
+        for queue, pending, executing in await self._db.fetchall(_ACTIVE_BY_QUEUE):
+            load[queue].pending, load[queue].executing = pending, executing
+        for queue, completed, wait_ms in await self._db.fetchall(_COMPLETED_BY_QUEUE, (since,)):
+            load[queue].completed, load[queue].wait_ms = completed, wait_ms
+        return dict(load)
+
     async def count(self, f: TaskFilter) -> int:
         where, params = _where(f)
         row = await self._db.fetchone(
             sql.SQL("SELECT count(*) FROM tasks WHERE {}").format(where), params
         )
         return row[0]
+
+
+@dataclass
+class QueueLoad:
+    pending: int = 0
+    executing: int = 0
+    completed: int = 0
+    wait_ms: float | None = None
+
+
+# A task's queue is the one the task processor resolved; tasks older than queues ran on their
+# kind's default queue (ADR 11).
+_ACTIVE_BY_QUEUE = (
+    "SELECT COALESCE(fields->>'queue_name',"
+    " CASE task_type WHEN 'TRAINING' THEN 'training' ELSE 'inference' END),"
+    " count(*) FILTER (WHERE status = 'PENDING'), count(*) FILTER (WHERE status = 'EXECUTING')"
+    " FROM tasks WHERE status IN ('PENDING', 'EXECUTING') GROUP BY 1"
+)
+_COMPLETED_BY_QUEUE = (  # through tasks_completed_idx
+    "SELECT COALESCE(fields->>'queue_name',"
+    " CASE task_type WHEN 'TRAINING' THEN 'training' ELSE 'inference' END),"
+    " count(*), avg(extract(epoch FROM started_at - created_at) * 1000)::float8"
+    " FROM tasks WHERE status = 'COMPLETED' AND completed_at >= %s GROUP BY 1"
+)
 
 
 # The chunk is chosen in a subquery and only its rows' bodies are turned into text: where

@@ -30,6 +30,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -125,6 +126,11 @@ class JobConsumer:
     def assignment(self) -> list[str]:
         with self._cond:
             return sorted(f"{t}:{p}" for lane in self._lanes for t, p in lane.unfinished)
+
+    def reserved(self) -> dict[str, int]:
+        """Jobs taken and not started, by queue (their lanes' offsets are not committed)."""
+        with self._cond:
+            return dict(Counter(entry[2].job.queue for entry in self._queue))
 
     @property
     def pauses(self) -> int:

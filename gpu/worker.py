@@ -321,6 +321,7 @@ def create_worker(
         status=lambda: {
             "completed_count": runner.completed,
             "active_task_ids": sorted(str(t) for t in runner.active),
+            "reserved_by_queue": consumer.reserved(),
             "concurrency": max_batch,
         },
         on_close=[watch.stop, registry.close],

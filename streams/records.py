@@ -306,6 +306,7 @@ class WorkerHeartbeat(Record):
     active_task_ids: list[str] = []
     completed_count: int = 0
     assigned_partitions: list[str] = []
+    reserved_by_queue: dict[str, int] = {}
     started_at: datetime
     timestamp: datetime
 

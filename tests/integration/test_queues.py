@@ -37,6 +37,12 @@ def stack(infra, bootstrap):
         yield api, url
 
 
+@pytest.fixture
+def database_url(stack):
+    """The stack's database, where `user_token` is stored."""
+    return stack[1]
+
+
 def echo_task(**extra) -> dict:
     return {"task_type": "GENERATION", "prompt": "a blue square", "provider_type": "echo", **extra}
 
@@ -150,3 +156,36 @@ def outcome_of(conn: psycopg.Connection, command_id: uuid.UUID) -> tuple | None:
         "SELECT outcome, status_code, reason FROM command_outcomes WHERE command_id = %s",
         (command_id,),
     ).fetchone()
+
+
+def test_queue_stats_show_each_queues_tasks_and_workers(stack, user_token):
+    """F89, F167: per queue, the tasks waiting, held by its workers and running, its live
+    workers, and the last hour's completions (the tests above completed some)."""
+    api, _ = stack
+    # three jobs of 2 s on `hires`, whose one worker runs one at a time and holds the others
+    slow = echo_task(queue_name="hires", provider_config={"delay_ms": 2_000})
+    ids = [api.call("POST", "/api/v1/tasks/", slow, api.admin_token)[1]["id"] for _ in range(3)]
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = api.call("GET", "/api/v1/monitoring/queues", token=api.admin_token)
+        assert status == 200, body
+        queues = {q["name"]: q for q in body["queues"]}
+        hires = queues["hires"]
+        if (hires["active_tasks"], hires["reserved_tasks"]) == (
+            1,
+            2,
+        ) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert list(queues) == ["inference", "training", "hires"]
+    assert hires["active_tasks"] == 1 and hires["reserved_tasks"] == 2 and hires["depth"] == 0
+    assert (hires["active_workers"], queues["inference"]["active_workers"]) == (1, 1)
+    assert queues["training"]["active_workers"] == 0  # this stack runs no training worker
+    assert hires["tasks_completed_last_hour"] >= 1 and hires["avg_wait_time_ms"] >= 0
+    assert queues["inference"]["tasks_completed_last_hour"] >= 1
+    assert body["total_active"] == 1 and body["total_pending"] == 0
+    for task_id in ids:
+        api.call("POST", f"/api/v1/tasks/{task_id}/cancel", token=api.admin_token)
+    # the counts span tenants: for the operator only
+    status, body = api.call("GET", "/api/v1/monitoring/queues", token=user_token)
+    assert status == 403, body
