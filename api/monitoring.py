@@ -166,7 +166,8 @@ async def get_queue_stats(request: web.Request) -> web.Response:
     """Every queue (ADR 11): its depth (tasks PENDING and not yet taken by a worker), the live
     workers serving it, the tasks workers hold (`reserved_tasks`) and run (`active_tasks`),
     and the last hour's completions with their mean wait from created to started. The task
-    counts are the single writer's (Postgres), what workers hold their heartbeats'. Admin
+    counts are the single writer's (Postgres); what workers hold, and which are live, their
+    heartbeats' (as of each one's last, sent every `TASKSTREAM_HEARTBEAT_INTERVAL_S`). Admin
     only: the queues span every tenant."""
     require_admin(request)
     now = datetime.now(UTC)
