@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from streams.records import TRAINING_TASK_TYPE
 from streams.topics import (
@@ -100,9 +101,9 @@ class Queues:
             return self.by_provider.get(provider_type or "", kind)
         if queue_name == kind or queue_name in self.declared:
             return queue_name
-        return self._refuse(kind, queue_name)
+        self._refuse(kind, queue_name)
 
-    def _refuse(self, kind: str, queue_name: str) -> str:
+    def _refuse(self, kind: str, queue_name: str) -> NoReturn:
         known = ", ".join(repr(q) for q in self.known(kind))
         if queue_name in DEFAULT_QUEUES:
             raise ValueError(
