@@ -209,18 +209,19 @@ class QueueLoad:
 
 # A task's queue is the one the task processor resolved; tasks older than queues ran on their
 # kind's default queue (ADR 11).
-_ACTIVE_BY_QUEUE = (
-    "SELECT COALESCE(fields->>'queue_name',"
-    " CASE task_type WHEN 'TRAINING' THEN 'training' ELSE 'inference' END),"
-    " count(*) FILTER (WHERE status = 'PENDING'), count(*) FILTER (WHERE status = 'EXECUTING')"
+_QUEUE = sql.SQL(
+    "COALESCE(fields->>'queue_name',"
+    " CASE task_type WHEN 'TRAINING' THEN 'training' ELSE 'inference' END)"
+)
+_ACTIVE_BY_QUEUE = sql.SQL(
+    "SELECT {}, count(*) FILTER (WHERE status = 'PENDING'),"
+    " count(*) FILTER (WHERE status = 'EXECUTING')"
     " FROM tasks WHERE status IN ('PENDING', 'EXECUTING') GROUP BY 1"
-)
-_COMPLETED_BY_QUEUE = (  # through tasks_completed_idx
-    "SELECT COALESCE(fields->>'queue_name',"
-    " CASE task_type WHEN 'TRAINING' THEN 'training' ELSE 'inference' END),"
-    " count(*), avg(extract(epoch FROM started_at - created_at) * 1000)::float8"
+).format(_QUEUE)
+_COMPLETED_BY_QUEUE = sql.SQL(  # through tasks_completed_idx
+    "SELECT {}, count(*), avg(extract(epoch FROM started_at - created_at) * 1000)::float8"
     " FROM tasks WHERE status = 'COMPLETED' AND completed_at >= %s GROUP BY 1"
-)
+).format(_QUEUE)
 
 
 # The chunk is chosen in a subquery and only its rows' bodies are turned into text: where
