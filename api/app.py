@@ -26,6 +26,7 @@ from api.keys import (
     OPENAPI,
     OUTCOMES,
     PRINCIPAL,
+    QUEUES,
     REGISTRY_STORE,
     SERDE,
     SETTINGS,
@@ -264,6 +265,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_request_bytes,
     )
     app[SETTINGS] = settings
+    app[QUEUES] = settings.queue_routing()
     app[HEALTH] = shared_health(app)
     app.cleanup_ctx.extend([_openapi, _databases, _schemas, _heartbeats, _tasks])
     app.router.add_get("/health", health)

@@ -13,11 +13,13 @@ from state.db import AsyncDatabase, Database
 from state.registry_store import RegistryStore
 from state.storage import Storage
 from streams.latest import LatestRecords
+from streams.queues import Queues
 from streams.registry import HttpSchemaRegistry
 from streams.serde import AvroSerde
 from taskstream.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
+QUEUES = web.AppKey("queues", Queues)  # settings.queue_routing(), made once
 DB = web.AppKey("db", AsyncDatabase)
 SYNC_DB = web.AppKey("sync_db", Database)
 TOKENS = web.AppKey("tokens", TokenStore)

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from api.field_types import BIGINT_MAX
-from api.keys import HEARTBEATS, SETTINGS, TASK_COUNTS, TASK_READER
+from api.keys import HEARTBEATS, QUEUES, TASK_COUNTS, TASK_READER
 from api.openapi import documented
 from api.requests import parse_query, require_admin
 from api.responses import json_response
@@ -177,8 +177,8 @@ async def get_queue_stats(request: web.Request) -> web.Response:
         for role in (WorkerRole.INFERENCE, WorkerRole.TRAINING)
         for hb in request.app[HEARTBEATS].ready(role, now)
     ]
-    routing = request.app[SETTINGS].queue_routing()
-    names = dict.fromkeys([*DEFAULT_QUEUES, *sorted(routing.declared), *sorted(load)])
+    declared = sorted(request.app[QUEUES].declared)
+    names = dict.fromkeys([*DEFAULT_QUEUES, *declared, *sorted(load)])
     queues = []
     for name in names:
         tasks = load.get(name, QueueLoad())

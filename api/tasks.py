@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from api.commands import CommandNotSent, CommandTooLarge
 from api.field_types import Offset
-from api.keys import COMMANDS, OUTCOMES, SETTINGS, STORAGE, TASK_READER
+from api.keys import COMMANDS, OUTCOMES, QUEUES, SETTINGS, STORAGE, TASK_READER
 from api.openapi import COMMAND, Accepted, documented
 from api.requests import parse_body, parse_query
 from api.responses import field_error, json_array_response, json_response, problem, refusal
@@ -256,7 +256,7 @@ def check_queue(
     if queue_name is None:
         return
     try:
-        request.app[SETTINGS].queue_routing().resolve(kind_of(task_type), queue_name, None)
+        request.app[QUEUES].resolve(kind_of(task_type), queue_name, None)
     except ValueError as exc:
         raise field_error([*loc, "queue_name"], str(exc), "queue") from None
 

@@ -18,8 +18,9 @@ def create_processors(settings: Settings, leave_group: bool = True) -> MemberPro
     """The processors process's members. `leave_group=False`: they stop without leaving
     their consumer groups (see `taskstream.cli.cmd_processors`)."""
     bootstrap = settings.require_bootstrap()
+    queues = settings.queue_routing()
     # whichever service starts first creates them (docker-compose)
-    ensure_topics(bootstrap, settings.queue_routing().every_topic())
+    ensure_topics(bootstrap, queues.every_topic())
     serde, registry = connect_serde(settings.registry_url(), settings.registry_auth())
     producer = RecordProducer(bootstrap, serde)
     worker_id = settings.worker_id or default_worker_id(WorkerRole.PROCESSORS)
@@ -33,7 +34,7 @@ def create_processors(settings: Settings, leave_group: bool = True) -> MemberPro
         settings.kafka_session_timeout_ms,
         settings.kafka_fetch_wait_ms,
         leave_group=leave_group,
-        queues=settings.queue_routing(),
+        queues=queues,
     )
     counts = CountTables(
         bootstrap,

@@ -132,12 +132,13 @@ class Stack:
         if not db_url:
             self.postgres = EmbeddedPostgres(self.data_dir / "postgres").start()
             db_url = self.postgres.url
+        queues = s.queue_routing()
         with Database(db_url) as db:
             migrate(db)
             if self.broker is not None:  # started empty: see processors.fresh_broker
                 serde = AvroSerde(RegistryStore(db), load_catalog())
-                resume_on_fresh_broker(db, serde, s.queue_routing())
-        ensure_topics(bootstrap, s.queue_routing().every_topic())
+                resume_on_fresh_broker(db, serde, queues)
+        ensure_topics(bootstrap, queues.every_topic())
         port = s.api_port or free_port(s.api_host)
         token = s.admin_token.get_secret_value() if s.admin_token else new_token()
         self.settings = s.model_copy(update={"api_port": port, "admin_token": SecretStr(token)})
