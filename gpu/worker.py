@@ -29,7 +29,7 @@ from gpu.runtime import JobConsumer
 from streams.admin import ensure_topics
 from streams.consumer import Delivery, PoisonMessage
 from streams.producer import RecordProducer
-from streams.queues import consumer_group, job_topics
+from streams.queues import lanes
 from streams.records import (
     ErrorCategory,
     InferenceJob,
@@ -74,20 +74,6 @@ SPECS = {
         WorkerRole.TRAINING, "taskstream.gpu.training", TRAINING_STATUS
     ),
 }
-
-
-def lanes(kind: WorkerKind, queues: list[str]) -> list[tuple[str, TopicSpec]]:
-    """(consumer group, job topic) of each lane a worker serving `queues` reads: every
-    queue's jobs, and for inference its priority jobs in a lane of their own (ADR 10)."""
-    base = SPECS[kind].group
-    read = []
-    for queue in queues:
-        group = consumer_group(base, kind, queue)
-        jobs, urgent = job_topics(kind, queue)
-        read.append((group, jobs))
-        if urgent is not None:
-            read.append((f"{group}.priority", urgent))
-    return read
 
 
 Job = InferenceJob | TrainingJob
@@ -301,7 +287,7 @@ def create_worker(
     served = settings.served_queues(kind)
     consumer = JobConsumer(
         bootstrap,
-        lanes(kind, served),
+        lanes(spec.group, kind, served),
         serde,
         runner,
         producer,

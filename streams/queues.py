@@ -71,6 +71,20 @@ def consumer_group(base: str, kind: str, queue: str) -> str:
     return base if queue == kind else f"{base}:{queue}"
 
 
+def lanes(base: str, kind: str, queues: list[str]) -> list[tuple[str, TopicSpec]]:
+    """(consumer group, job topic) of each lane a worker of `kind` serving `queues` reads:
+    every queue's jobs, and for inference its priority jobs in a lane of their own (ADR 10),
+    in the group of the queue's with `.priority` appended."""
+    read = []
+    for queue in queues:
+        group = consumer_group(base, kind, queue)
+        jobs, urgent = job_topics(kind, queue)
+        read.append((group, jobs))
+        if urgent is not None:
+            read.append((f"{group}.priority", urgent))
+    return read
+
+
 @dataclass(frozen=True)
 class Queues:
     """The queues an installation declared, and which providers' tasks go to which."""
