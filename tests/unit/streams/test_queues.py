@@ -10,23 +10,24 @@ from streams.topics import ALL
 from taskstream.settings import ConfigError, Settings
 
 
+def topic_names(kind: str, queue: str) -> list[str | None]:
+    return [t and t.name for t in job_topics(kind, queue)]
+
+
 def test_the_default_queues_keep_the_topics_and_groups_they_always_had():
-    assert [t and t.name for t in job_topics("inference", "inference")] == [
-        "inference.jobs",
-        "inference.jobs.priority",
-    ]
-    assert [t and t.name for t in job_topics("training", "training")] == ["training.jobs", None]
+    assert topic_names("inference", "inference") == ["inference.jobs", "inference.jobs.priority"]
+    assert topic_names("training", "training") == ["training.jobs", None]
     assert consumer_group("taskstream.gpu.inference", "inference", "inference") == (
         "taskstream.gpu.inference"
     )
 
 
 def test_a_declared_queue_has_topics_of_both_kinds_and_groups_of_its_own():
-    assert [t and t.name for t in job_topics("inference", "hires")] == [
+    assert topic_names("inference", "hires") == [
         "inference.hires.jobs",
         "inference.hires.jobs.priority",
     ]
-    assert [t and t.name for t in job_topics("training", "hires")] == ["training.hires.jobs", None]
+    assert topic_names("training", "hires") == ["training.hires.jobs", None]
     # ':' cannot be in a queue name, so no queue's group is another's
     assert consumer_group("taskstream.gpu.inference", "inference", "priority") == (
         "taskstream.gpu.inference:priority"
